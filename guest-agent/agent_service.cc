@@ -1,0 +1,68 @@
+#include "agent_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "exec_session.h"
+#include "log.h"
+
+namespace llima {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+}  // namespace
+
+grpc::Status AgentServiceImpl::CreateEnvironment(grpc::ServerContext*,
+                                                 const v1::CreateEnvironmentRequest* request,
+                                                 v1::Environment* response) {
+  absl::Time start = absl::Now();
+  absl::StatusOr<v1::Environment> env = environments_.Create(*request);
+  LogOperation("create", env.ok() ? env->name() : request->name(), absl::Now() - start,
+               env.status(), absl::StrCat("path=", request->project_path()));
+  if (!env.ok()) return ToGrpc(env.status());
+  *response = std::move(*env);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentServiceImpl::GetEnvironment(grpc::ServerContext*,
+                                              const v1::GetEnvironmentRequest* request,
+                                              v1::Environment* response) {
+  absl::Time start = absl::Now();
+  absl::StatusOr<v1::Environment> env = environments_.Get(*request);
+  LogOperation("get", request->name().empty() ? request->project_path() : request->name(),
+               absl::Now() - start, env.status());
+  if (!env.ok()) return ToGrpc(env.status());
+  *response = std::move(*env);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentServiceImpl::ListEnvironments(grpc::ServerContext*,
+                                                const v1::ListEnvironmentsRequest*,
+                                                v1::ListEnvironmentsResponse* response) {
+  absl::Time start = absl::Now();
+  for (v1::Environment& env : environments_.List()) {
+    *response->add_environments() = std::move(env);
+  }
+  LogOperation("list", "", absl::Now() - start, absl::OkStatus(),
+               absl::StrCat("count=", response->environments_size()));
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentServiceImpl::DeleteEnvironment(grpc::ServerContext*,
+                                                 const v1::DeleteEnvironmentRequest* request,
+                                                 v1::DeleteEnvironmentResponse*) {
+  absl::Time start = absl::Now();
+  absl::Status s = environments_.Delete(request->name());
+  LogOperation("delete", request->name(), absl::Now() - start, s);
+  return ToGrpc(s);
+}
+
+grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* AgentServiceImpl::Exec(
+    grpc::CallbackServerContext*) {
+  return NewExecReactor(environments_, fork_server_);
+}
+
+}  // namespace llima

@@ -1,0 +1,40 @@
+#pragma once
+
+// The gRPC face of the agent: translates requests to EnvironmentManager calls and absl::Status
+// to gRPC status, and logs one line per call. Exec runs on the callback API (see exec_session.h).
+
+#include <grpcpp/grpcpp.h>
+
+#include "environment_manager.h"
+#include "fork_server.h"
+#include "llima/v1/agent.grpc.pb.h"
+
+namespace llima {
+
+class AgentServiceImpl final
+    : public v1::AgentService::WithCallbackMethod_Exec<v1::AgentService::Service> {
+ public:
+  AgentServiceImpl(EnvironmentManager& environments, ForkServer& fork_server)
+      : environments_(environments), fork_server_(fork_server) {}
+
+  grpc::Status CreateEnvironment(grpc::ServerContext* context,
+                                 const v1::CreateEnvironmentRequest* request,
+                                 v1::Environment* response) override;
+  grpc::Status GetEnvironment(grpc::ServerContext* context,
+                              const v1::GetEnvironmentRequest* request,
+                              v1::Environment* response) override;
+  grpc::Status ListEnvironments(grpc::ServerContext* context,
+                                const v1::ListEnvironmentsRequest* request,
+                                v1::ListEnvironmentsResponse* response) override;
+  grpc::Status DeleteEnvironment(grpc::ServerContext* context,
+                                 const v1::DeleteEnvironmentRequest* request,
+                                 v1::DeleteEnvironmentResponse* response) override;
+  grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* Exec(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  EnvironmentManager& environments_;
+  ForkServer& fork_server_;
+};
+
+}  // namespace llima

@@ -1,0 +1,95 @@
+#include "environment_init.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "mount_apply.h"
+#include "mount_plan.h"
+#include "process_title.h"
+#include "syscalls.h"
+
+namespace llima {
+namespace {
+
+[[noreturn]] void FailSetup(int ready_fd, const absl::Status& status) {
+  std::string message(status.message());
+  WriteAll(ready_fd, message.data(), message.size());
+  _exit(1);
+}
+
+// Init needs no privilege once the root is built: it only reaps.
+bool DropAllCapabilities() {
+  for (int cap = 0; cap <= 63; ++cap) {
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return false;
+  }
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  return syscall(SYS_capset, &header, data) == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
+}
+
+}  // namespace
+
+void RunEnvironmentInit(const internal::SpawnInit& spec, int project_tree, int home_tree,
+                        int ready_fd) {
+  // Signals from the agent's terminal or session must not reach the environment.
+  setsid();
+  SetProcessTitle(absl::StrCat("llima-init ", spec.record().name()));
+  // Its memory holds nothing secret, but no one inside should ptrace or read it.
+  prctl(PR_SET_DUMPABLE, 0);
+
+  const internal::EnvironmentRecord& record = spec.record();
+  RootSpec root_spec{
+      .name = record.name(),
+      .project_path = record.project_path(),
+      .home_path = absl::StrCat("/home/", record.name()),
+      .passwd = spec.passwd(),
+      .group = spec.group(),
+      .host = ReadHostLayout(),
+  };
+  const int trees[] = {project_tree, home_tree};
+  if (auto s = ApplyMountPlan(PlanEnvironmentRoot(root_spec), spec.staging_root(), trees);
+      !s.ok()) {
+    FailSetup(ready_fd, s);
+  }
+  if (auto s = PivotToRoot(spec.staging_root()); !s.ok()) FailSetup(ready_fd, s);
+  if (sethostname(record.name().data(), record.name().size()) != 0) {
+    FailSetup(ready_fd, absl::InternalError(absl::StrCat("sethostname: ", strerror(errno))));
+  }
+  if (!DropAllCapabilities()) {
+    FailSetup(ready_fd, absl::InternalError(absl::StrCat("drop capabilities: ", strerror(errno))));
+  }
+
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, nullptr);
+  WriteAll(ready_fd, "ok", 2);
+
+  // Keep nothing of the agent's open.
+  close_range(0, ~0U, 0);
+  int null_fd = open("/dev/null", O_RDWR);
+  if (null_fd == 0) {
+    dup2(0, 1);
+    dup2(0, 2);
+  }
+
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  for (;;) {
+    siginfo_t info;
+    if (sigwaitinfo(&chld, &info) < 0 && errno != EINTR) pause();
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+  }
+}
+
+}  // namespace llima

@@ -1,0 +1,14 @@
+#pragma once
+
+#include "llima/internal/agent_internal.pb.h"
+
+namespace llima {
+
+// The body of an environment's init, cloned by the fork server into new mount, pid, ipc and uts
+// namespaces (it is PID 1 there). Builds the isolated root from the mount plan, pivots into it,
+// reports readiness ("ok" or the error) on `ready_fd`, drops its capabilities and then reaps
+// orphans until the environment is deleted. Never returns.
+[[noreturn]] void RunEnvironmentInit(const internal::SpawnInit& spec, int project_tree,
+                                     int home_tree, int ready_fd);
+
+}  // namespace llima

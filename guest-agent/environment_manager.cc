@@ -1,0 +1,520 @@
+#include "environment_manager.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/time_util.h"
+#include "identity.h"
+#include "log.h"
+#include "mount_plan.h"
+#include "naming.h"
+#include "posix_error.h"
+#include "project_path.h"
+#include "syscalls.h"
+
+namespace llima {
+namespace {
+
+constexpr int kInitReadyTimeoutMs = 10000;
+constexpr int kInitExitTimeoutMs = 5000;
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Start time of a process in clock ticks after boot (field 22 of /proc/<pid>/stat), 0 if gone.
+uint64_t ProcessStartTime(pid_t pid) {
+  std::string stat = ReadWholeFile(absl::StrCat("/proc/", pid, "/stat"));
+  // The command name (field 2) may contain spaces and parentheses: fields follow the last ')'.
+  size_t end = stat.rfind(')');
+  if (end == std::string::npos) return 0;
+  std::vector<absl::string_view> fields =
+      absl::StrSplit(absl::string_view(stat).substr(end + 2), ' ');
+  uint64_t start = 0;
+  // fields[0] is field 3 (state), so field 22 is fields[19].
+  if (fields.size() > 19 && absl::SimpleAtoi(fields[19], &start)) return start;
+  return 0;
+}
+
+std::string DescribeWaitStatus(int status) {
+  if (status < 0) return "status unknown";
+  if (WIFSIGNALED(status)) return absl::StrCat("killed by signal ", WTERMSIG(status));
+  return absl::StrCat("exit status ", WEXITSTATUS(status));
+}
+
+bool ProcessAlive(int pidfd) {
+  if (pidfd < 0) return false;
+  pollfd p{pidfd, POLLIN, 0};
+  return poll(&p, 1, 0) == 0;  // readable once the process has exited
+}
+
+absl::StatusOr<UniqueFd> OpenNamespace(pid_t pid, const char* type) {
+  std::string path = absl::StrCat("/proc/", pid, "/ns/", type);
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return PosixError(errno, absl::StrCat("open ", path));
+  return fd;
+}
+
+bool SameFile(int fd, const std::string& path) {
+  struct stat a, b;
+  return fstat(fd, &a) == 0 && stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+         a.st_ino == b.st_ino;
+}
+
+// Clones the mount tree at `fd` into a detached mount the init can attach in its namespace.
+// Mounts can only be cloned from the caller's own namespace, so this is done here, in the
+// agent's, and handed over.
+absl::StatusOr<UniqueFd> CloneTree(int fd, const std::string& what) {
+  UniqueFd tree(open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
+                                      AT_RECURSIVE));
+  if (!tree) return PosixError(errno, absl::StrCat("clone the mount of ", what));
+  return tree;
+}
+
+}  // namespace
+
+absl::StatusOr<UniqueFd> OpenProjectDirectory(const std::string& clean_path, uid_t* owner,
+                                              gid_t* group) {
+  open_how how{};
+  how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  UniqueFd fd(Openat2(AT_FDCWD, clean_path.c_str(), &how));
+  if (!fd) {
+    switch (errno) {
+      case ENOENT:
+        return absl::FailedPreconditionError(
+            absl::StrCat("project directory ", clean_path, " does not exist"));
+      case ENOTDIR:
+        return absl::FailedPreconditionError(
+            absl::StrCat("project path ", clean_path, " is not a directory"));
+      case ELOOP:
+      case EXDEV:
+        return absl::FailedPreconditionError(
+            absl::StrCat("project path ", clean_path,
+                         " contains a symbolic link; pass the resolved path (realpath)"));
+      default:
+        return PosixError(errno, absl::StrCat("open project directory ", clean_path));
+    }
+  }
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return PosixError(errno, "stat " + clean_path);
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("project path ", clean_path, " is not a directory"));
+  }
+  if (st.st_uid == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "project directory ", clean_path,
+        " is owned by root; environments run as the owner of the project, which must not be "
+        "root (chown it to your user)"));
+  }
+  *owner = st.st_uid;
+  *group = st.st_gid;
+  return fd;
+}
+
+EnvironmentManager::EnvironmentManager(EnvironmentStore& store, CgroupTree cgroups,
+                                       ForkServer& fork_server,
+                                       std::vector<std::string> protected_paths)
+    : store_(store),
+      cgroups_(std::move(cgroups)),
+      fork_server_(fork_server),
+      protected_paths_(std::move(protected_paths)) {}
+
+absl::StatusOr<v1::Environment> EnvironmentManager::Create(
+    const v1::CreateEnvironmentRequest& request) {
+  absl::StatusOr<std::string> path = CheckProjectPathSyntax(request.project_path());
+  if (!path.ok()) return path.status();
+  if (auto s = CheckProjectPlacement(*path, protected_paths_); !s.ok()) return s;
+
+  std::string name = request.name();
+  if (name.empty()) {
+    absl::StatusOr<std::string> derived = DeriveEnvironmentName(*path);
+    if (!derived.ok()) return derived.status();
+    name = *derived;
+  } else if (!IsValidEnvironmentName(name)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "environment name \"", name,
+        "\" is not valid: use 1-32 characters of a-z, 0-9, '-' and '_', starting with a letter"));
+  }
+
+  uid_t uid;
+  gid_t dir_gid;
+  absl::StatusOr<UniqueFd> project = OpenProjectDirectory(*path, &uid, &dir_gid);
+  if (!project.ok()) return project.status();
+
+  std::lock_guard operations(operations_mu_);
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = envs_.find(name); it != envs_.end()) {
+      if (it->second->record.project_path() == *path) return ToProto(*it->second);
+      return absl::AlreadyExistsError(absl::StrCat(
+          "environment ", name, " already exists for ", it->second->record.project_path(),
+          "; its name collides with the one for ", *path,
+          ". Choose another name for this project"));
+    }
+    for (const auto& [other, env] : envs_) {
+      if (env->record.project_path() == *path) {
+        return absl::AlreadyExistsError(absl::StrCat("project ", *path,
+                                                     " already has environment ", other));
+      }
+    }
+  }
+
+  std::string host_passwd = ReadWholeFile("/etc/passwd");
+  internal::EnvironmentRecord record;
+  record.set_name(name);
+  record.set_project_path(*path);
+  record.set_uid(uid);
+  record.set_gid(PrimaryGroupFor(host_passwd, uid, dir_gid));
+  record.set_shell(LoginShellFor(host_passwd, uid));
+  *record.mutable_created_at() =
+      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+
+  // A directory without a record is what an interrupted create or delete leaves.
+  if (access(store_.EnvironmentDir(name).c_str(), F_OK) == 0) {
+    if (auto s = DestroyResources(name, -1); !s.ok()) return s;
+  }
+  bool committed = false;
+  absl::Cleanup rollback = [&] {
+    if (!committed) (void)DestroyResources(name, -1);
+  };
+  if (auto s = store_.CreateEnvironmentDirectory(name, record.uid(), record.gid()); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<std::unique_ptr<LiveEnvironment>> live =
+      StartNamespaces(std::move(record), project->get());
+  if (!live.ok()) return live.status();
+  if (auto s = store_.WriteRecord((*live)->record); !s.ok()) {
+    (void)StopNamespaces(name, (*live)->init_pidfd.get());
+    return s;
+  }
+  committed = true;
+  std::shared_ptr<LiveEnvironment> env = std::move(*live);
+  std::lock_guard lock(mu_);
+  envs_[name] = env;
+  return ToProto(*env);
+}
+
+absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamespaces(
+    internal::EnvironmentRecord record, int project_fd) {
+  const std::string& name = record.name();
+  auto env = std::make_unique<LiveEnvironment>();
+
+  UniqueFd cgroup;
+  if (cgroups_.available()) {
+    absl::StatusOr<UniqueFd> fd = cgroups_.Create(name);
+    if (!fd.ok()) return fd.status();
+    cgroup = std::move(*fd);
+  }
+  std::string home = store_.HomePath(name);
+  UniqueFd home_fd(open(home.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!home_fd) return PosixError(errno, absl::StrCat("open ", home));
+  absl::StatusOr<UniqueFd> project_tree = CloneTree(project_fd, record.project_path());
+  if (!project_tree.ok()) return project_tree.status();
+  absl::StatusOr<UniqueFd> home_tree = CloneTree(home_fd.get(), home);
+  if (!home_tree.ok()) return home_tree.status();
+
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) return PosixError(errno, "create a pipe");
+  UniqueFd ready_read(ready[0]);
+  UniqueFd ready_write(ready[1]);
+
+  EnvironmentIdentity identity{name, record.uid(), record.gid(), env->home(), record.shell()};
+  IdentityFiles files = SynthesizeIdentityFiles(ReadWholeFile("/etc/passwd"),
+                                                ReadWholeFile("/etc/group"), identity);
+  internal::SpawnInit spec;
+  *spec.mutable_record() = record;
+  spec.set_passwd(files.passwd);
+  spec.set_group(files.group);
+  spec.set_staging_root(store_.RootPath(name));
+  std::vector<int> fds = {project_tree->get(), home_tree->get(), ready_write.get()};
+  if (cgroup) fds.push_back(cgroup.get());
+
+  absl::StatusOr<SpawnedChild> init = fork_server_.SpawnInit(spec, fds);
+  if (!init.ok()) return init.status();
+  ready_write.reset();
+  env->init_pidfd.reset(PidfdOpen(init->pid));
+  if (!env->init_pidfd) {
+    return absl::InternalError(
+        absl::StrCat("the environment's init (pid ", init->pid, ") exited during setup"));
+  }
+  absl::Cleanup kill_init = [&] { (void)StopNamespaces(name, env->init_pidfd.get()); };
+
+  char answer[512];
+  pollfd p{ready_read.get(), POLLIN, 0};
+  int polled = poll(&p, 1, kInitReadyTimeoutMs);
+  if (polled == 0) return absl::DeadlineExceededError("the environment's init did not get ready");
+  ssize_t n = read(ready_read.get(), answer, sizeof(answer));
+  if (n <= 0) {
+    return absl::InternalError(absl::StrCat("the environment's init exited during setup (",
+                                            DescribeWaitStatus(init->exit->Wait()), ")"));
+  }
+  if (absl::string_view(answer, static_cast<size_t>(n)) != "ok") {
+    return absl::InternalError(absl::StrCat("set up the environment's root: ",
+                                            absl::string_view(answer, static_cast<size_t>(n))));
+  }
+
+  // Pin the mount namespace so it outlives every process in it (and the agent).
+  std::string pin = store_.PinPath(name);
+  std::string ns_path = absl::StrCat("/proc/", init->pid, "/ns/mnt");
+  if (mount(ns_path.c_str(), pin.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    return PosixError(errno, absl::StrCat("pin the mount namespace at ", pin));
+  }
+  env->mnt_ns.reset(open(pin.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!env->mnt_ns) return PosixError(errno, absl::StrCat("open ", pin));
+  for (auto [fd, type] : {std::pair{&env->pid_ns, "pid"}, {&env->ipc_ns, "ipc"},
+                          {&env->uts_ns, "uts"}}) {
+    absl::StatusOr<UniqueFd> ns = OpenNamespace(init->pid, type);
+    if (!ns.ok()) return ns.status();
+    *fd = std::move(*ns);
+  }
+  record.set_init_pid(init->pid);
+  record.set_init_start_time(ProcessStartTime(init->pid));
+  // The namespaces opened above must be the init's, not those of a process that reused its pid.
+  if (!ProcessAlive(env->init_pidfd.get()) || record.init_start_time() == 0) {
+    return absl::InternalError("the environment's init exited during setup");
+  }
+  env->cgroup = std::move(cgroup);
+  env->record = std::move(record);
+  std::move(kill_init).Cancel();
+  return env;
+}
+
+absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::Adopt(
+    const internal::EnvironmentRecord& record) {
+  pid_t pid = record.init_pid();
+  if (pid <= 0) return absl::NotFoundError("no init recorded");
+  auto env = std::make_unique<LiveEnvironment>();
+  env->init_pidfd.reset(PidfdOpen(pid));
+  if (!env->init_pidfd) return absl::NotFoundError(absl::StrCat("init pid ", pid, " is gone"));
+  if (ProcessStartTime(pid) != record.init_start_time()) {
+    return absl::NotFoundError(absl::StrCat("pid ", pid, " is no longer the environment's init"));
+  }
+  std::string pin = store_.PinPath(record.name());
+  absl::StatusOr<UniqueFd> mnt = OpenNamespace(pid, "mnt");
+  if (!mnt.ok()) return mnt.status();
+  if (!SameFile(mnt->get(), pin)) {
+    return absl::NotFoundError("the pinned mount namespace is not the init's");
+  }
+  env->mnt_ns = std::move(*mnt);
+  for (auto [fd, type] : {std::pair{&env->pid_ns, "pid"}, {&env->ipc_ns, "ipc"},
+                          {&env->uts_ns, "uts"}}) {
+    absl::StatusOr<UniqueFd> ns = OpenNamespace(pid, type);
+    if (!ns.ok()) return ns.status();
+    *fd = std::move(*ns);
+  }
+  if (cgroups_.available()) {
+    absl::StatusOr<UniqueFd> cgroup = cgroups_.Create(record.name());
+    if (!cgroup.ok()) return cgroup.status();
+    env->cgroup = std::move(*cgroup);
+  }
+  if (!ProcessAlive(env->init_pidfd.get())) return absl::NotFoundError("init exited");
+  env->record = record;
+  return env;
+}
+
+absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::Rebuild(
+    internal::EnvironmentRecord record) {
+  if (auto s = StopNamespaces(record.name(), -1); !s.ok()) return s;
+  uid_t uid;
+  gid_t gid;
+  absl::StatusOr<UniqueFd> project = OpenProjectDirectory(record.project_path(), &uid, &gid);
+  if (!project.ok()) return project.status();
+  if (uid != record.uid()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "project directory ", record.project_path(), " changed owner from uid ", record.uid(),
+        " to ", uid, "; delete the environment and create it again"));
+  }
+  absl::StatusOr<std::unique_ptr<LiveEnvironment>> env =
+      StartNamespaces(std::move(record), project->get());
+  if (!env.ok()) return env.status();
+  if (auto s = store_.WriteRecord((*env)->record); !s.ok()) {
+    (void)StopNamespaces((*env)->record.name(), (*env)->init_pidfd.get());
+    return s;
+  }
+  return env;
+}
+
+void EnvironmentManager::Recover() {
+  std::lock_guard operations(operations_mu_);
+  absl::StatusOr<std::vector<std::string>> names = store_.ListEnvironmentDirectories();
+  if (!names.ok()) {
+    LogOperation("recover", "", absl::ZeroDuration(), names.status());
+    return;
+  }
+  for (const std::string& name : *names) {
+    absl::Time start = absl::Now();
+    absl::StatusOr<internal::EnvironmentRecord> record = store_.ReadRecord(name);
+    if (absl::IsNotFound(record.status())) {
+      absl::Status s = DestroyResources(name, -1);
+      LogOperation("cleanup", name, absl::Now() - start, s, "(left by an interrupted operation)");
+      continue;
+    }
+    std::shared_ptr<LiveEnvironment> env;
+    if (!record.ok()) {
+      env = std::make_shared<LiveEnvironment>();
+      env->record.set_name(name);
+      env->broken_reason = std::string(record.status().message());
+      LogOperation("adopt", name, absl::Now() - start, record.status());
+    } else if (absl::StatusOr<std::unique_ptr<LiveEnvironment>> adopted = Adopt(*record);
+               adopted.ok()) {
+      env = std::move(*adopted);
+      LogOperation("adopt", name, absl::Now() - start, absl::OkStatus());
+    } else if (absl::StatusOr<std::unique_ptr<LiveEnvironment>> rebuilt = Rebuild(*record);
+               rebuilt.ok()) {
+      env = std::move(*rebuilt);
+      LogOperation("rebuild", name, absl::Now() - start, absl::OkStatus(),
+                   absl::StrCat("(", adopted.status().message(), ")"));
+    } else {
+      env = std::make_shared<LiveEnvironment>();
+      env->record = *record;
+      env->broken_reason =
+          absl::StrCat("its namespaces are gone and rebuilding failed: ", rebuilt.status().message());
+      LogOperation("rebuild", name, absl::Now() - start, rebuilt.status());
+    }
+    std::lock_guard lock(mu_);
+    envs_[name] = std::move(env);
+  }
+}
+
+absl::Status EnvironmentManager::StopNamespaces(const std::string& name, int init_pidfd) {
+  if (init_pidfd >= 0) PidfdSendSignal(init_pidfd, SIGKILL);
+  absl::Status killed = cgroups_.KillAll(name);
+  if (init_pidfd >= 0) {
+    // Killing a pid namespace's init kills everything in it; it exits after the others.
+    pollfd p{init_pidfd, POLLIN, 0};
+    poll(&p, 1, kInitExitTimeoutMs);
+  }
+  std::string pin = store_.PinPath(name);
+  while (umount2(pin.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
+  }
+  // A killed cgroup is not reused: some kernels kill processes cloned into a cgroup that was
+  // killed before (CLONE_INTO_CGROUP compares kill counts of different cgroups).
+  absl::Status removed = cgroups_.Remove(name);
+  return killed.ok() ? removed : killed;
+}
+
+absl::Status EnvironmentManager::DestroyResources(const std::string& name, int init_pidfd) {
+  absl::Status stopped = StopNamespaces(name, init_pidfd);
+  absl::Status dir = store_.RemoveEnvironmentDirectory(name);
+  return !dir.ok() ? dir : stopped;
+}
+
+absl::Status EnvironmentManager::Delete(const std::string& name) {
+  if (!IsValidEnvironmentName(name)) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", name, "\" is not an environment name"));
+  }
+  std::lock_guard operations(operations_mu_);
+  std::shared_ptr<LiveEnvironment> env = FindLocked(name);
+  if (!env) return absl::NotFoundError(absl::StrCat("no environment named ", name));
+  // Removing the record commits the delete: a crash from here on leaves a directory without a
+  // record, which the next start removes.
+  if (auto s = store_.RemoveRecord(name); !s.ok()) return s;
+  {
+    std::lock_guard lock(mu_);
+    envs_.erase(name);
+  }
+  return DestroyResources(name, env->init_pidfd.get());
+}
+
+std::shared_ptr<LiveEnvironment> EnvironmentManager::FindLocked(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  auto it = envs_.find(name);
+  return it == envs_.end() ? nullptr : it->second;
+}
+
+absl::StatusOr<std::shared_ptr<const LiveEnvironment>> EnvironmentManager::FindRunning(
+    const std::string& name) const {
+  std::shared_ptr<LiveEnvironment> env = FindLocked(name);
+  if (!env) return absl::NotFoundError(absl::StrCat("no environment named ", name));
+  if (!env->running()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("environment ", name, " is broken: ", env->broken_reason));
+  }
+  if (!ProcessAlive(env->init_pidfd.get())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "environment ", name, " is broken: its init process has exited; delete and recreate it"));
+  }
+  return std::shared_ptr<const LiveEnvironment>(std::move(env));
+}
+
+absl::StatusOr<v1::Environment> EnvironmentManager::Get(
+    const v1::GetEnvironmentRequest& request) const {
+  if (request.selector_case() == v1::GetEnvironmentRequest::kName) {
+    std::shared_ptr<LiveEnvironment> env = FindLocked(request.name());
+    if (!env) return absl::NotFoundError(absl::StrCat("no environment named ", request.name()));
+    return ToProto(*env);
+  }
+  if (request.selector_case() == v1::GetEnvironmentRequest::kProjectPath) {
+    absl::StatusOr<std::string> path = CheckProjectPathSyntax(request.project_path());
+    if (!path.ok()) return path.status();
+    std::lock_guard lock(mu_);
+    for (const auto& [name, env] : envs_) {
+      if (env->record.project_path() == *path) return ToProto(*env);
+    }
+    return absl::NotFoundError(absl::StrCat("no environment for project ", *path));
+  }
+  return absl::InvalidArgumentError("give an environment name or a project path");
+}
+
+std::vector<v1::Environment> EnvironmentManager::List() const {
+  std::vector<std::shared_ptr<LiveEnvironment>> envs;
+  {
+    std::lock_guard lock(mu_);
+    envs.reserve(envs_.size());
+    for (const auto& [name, env] : envs_) envs.push_back(env);
+  }
+  std::sort(envs.begin(), envs.end(),
+            [](const auto& a, const auto& b) { return a->record.name() < b->record.name(); });
+  std::vector<v1::Environment> result;
+  result.reserve(envs.size());
+  for (const auto& env : envs) result.push_back(ToProto(*env));
+  return result;
+}
+
+v1::Environment EnvironmentManager::ToProto(const LiveEnvironment& env) const {
+  v1::Environment out;
+  const internal::EnvironmentRecord& r = env.record;
+  out.set_name(r.name());
+  out.set_project_path(r.project_path());
+  *out.mutable_created_at() = r.created_at();
+  out.set_uid(r.uid());
+  out.set_gid(r.gid());
+  out.set_home(env.home());
+  out.set_shell(r.shell());
+  if (!env.running()) {
+    out.set_state(v1::Environment::STATE_BROKEN);
+    out.set_detail(env.broken_reason);
+  } else if (!ProcessAlive(env.init_pidfd.get())) {
+    out.set_state(v1::Environment::STATE_BROKEN);
+    out.set_detail("its init process has exited; delete and recreate it");
+  } else {
+    out.set_state(v1::Environment::STATE_RUNNING);
+    int count = cgroups_.CountProcesses(r.name());
+    out.set_process_count(count > 0 ? count - 1 : 0);
+    if (!cgroups_.available()) {
+      out.set_detail(absl::StrCat("no cgroup: ", cgroups_.unavailable_reason()));
+    }
+  }
+  return out;
+}
+
+}  // namespace llima

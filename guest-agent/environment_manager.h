@@ -1,0 +1,87 @@
+#pragma once
+
+// Environments: creation, lookup, deletion, and recovery after an agent restart. The gRPC layer
+// only translates to and from this class.
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "cgroup.h"
+#include "environment_store.h"
+#include "fork_server.h"
+#include "llima/internal/agent_internal.pb.h"
+#include "llima/v1/agent.pb.h"
+#include "unique_fd.h"
+
+namespace llima {
+
+// An environment known to the agent, with handles on its namespaces.
+struct LiveEnvironment {
+  internal::EnvironmentRecord record;
+  // Empty when the environment is broken (its namespaces are gone and could not be rebuilt).
+  std::string broken_reason;
+  UniqueFd mnt_ns;
+  UniqueFd pid_ns;
+  UniqueFd ipc_ns;
+  UniqueFd uts_ns;
+  UniqueFd cgroup;      // invalid when the machine has no cgroup v2
+  UniqueFd init_pidfd;  // pidfd of the environment's init
+
+  bool running() const { return broken_reason.empty(); }
+  std::string home() const { return "/home/" + record.name(); }
+};
+
+class EnvironmentManager {
+ public:
+  // `protected_paths` are paths no project may overlap (state directory, socket directory).
+  EnvironmentManager(EnvironmentStore& store, CgroupTree cgroups, ForkServer& fork_server,
+                     std::vector<std::string> protected_paths);
+
+  // Called once at start: re-adopts environments whose init still runs, rebuilds those whose
+  // namespaces are gone, and removes what interrupted creates and deletes left behind.
+  void Recover();
+
+  absl::StatusOr<v1::Environment> Create(const v1::CreateEnvironmentRequest& request);
+  absl::StatusOr<v1::Environment> Get(const v1::GetEnvironmentRequest& request) const;
+  std::vector<v1::Environment> List() const;
+  absl::Status Delete(const std::string& name);
+
+  // The running environment `name`, for starting processes in it.
+  absl::StatusOr<std::shared_ptr<const LiveEnvironment>> FindRunning(
+      const std::string& name) const;
+
+  const CgroupTree& cgroups() const { return cgroups_; }
+
+ private:
+  absl::StatusOr<std::unique_ptr<LiveEnvironment>> StartNamespaces(
+      internal::EnvironmentRecord record, int project_fd);
+  absl::StatusOr<std::unique_ptr<LiveEnvironment>> Adopt(const internal::EnvironmentRecord& record);
+  absl::StatusOr<std::unique_ptr<LiveEnvironment>> Rebuild(internal::EnvironmentRecord record);
+  // Kills the environment's processes, unpins its namespace, removes its cgroup. Idempotent.
+  absl::Status StopNamespaces(const std::string& name, int init_pidfd);
+  // StopNamespaces, then removes cgroup and directory. Idempotent.
+  absl::Status DestroyResources(const std::string& name, int init_pidfd);
+  v1::Environment ToProto(const LiveEnvironment& env) const;
+  std::shared_ptr<LiveEnvironment> FindLocked(const std::string& name) const;
+
+  EnvironmentStore& store_;
+  const CgroupTree cgroups_;
+  ForkServer& fork_server_;
+  const std::vector<std::string> protected_paths_;
+
+  std::mutex operations_mu_;  // serializes create, delete and recovery
+  mutable std::mutex mu_;     // guards envs_
+  absl::flat_hash_map<std::string, std::shared_ptr<LiveEnvironment>> envs_;
+};
+
+// Opens a project directory for a request: no symlink anywhere in the path, must be a
+// directory owned by someone other than root. Returns an O_PATH descriptor; everything later is
+// done through it, never through the path again.
+absl::StatusOr<UniqueFd> OpenProjectDirectory(const std::string& clean_path, uid_t* owner,
+                                              gid_t* group);
+
+}  // namespace llima

@@ -1,0 +1,223 @@
+#include "environment_store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "google/protobuf/text_format.h"
+#include "naming.h"
+#include "posix_error.h"
+#include "syscalls.h"
+#include "unique_fd.h"
+
+namespace llima {
+namespace {
+
+constexpr char kRecordFile[] = "record.textpb";
+
+absl::Status MakeDirectory(const std::string& path, mode_t mode) {
+  if (mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+    return PosixError(errno, absl::StrCat("create directory ", path));
+  }
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return PosixError(errno, absl::StrCat("stat ", path));
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(path, " exists and is not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+// Whether `path` is a mount point, from /proc/self/mountinfo.
+bool IsMountPoint(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+    if (fields.size() > 4 && fields[4] == path) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+EnvironmentStore::EnvironmentStore(std::string state_dir)
+    : state_dir_(CleanAbsolutePath(state_dir)), envs_dir_(state_dir_ + "/envs") {}
+
+absl::Status EnvironmentStore::Initialize() {
+  // Parents may be shared with others (/var/lib); the state directory itself is root's alone.
+  std::string partial;
+  for (absl::string_view part : absl::StrSplit(state_dir_, '/', absl::SkipEmpty())) {
+    absl::StrAppend(&partial, "/", part);
+    if (auto s = MakeDirectory(partial, 0755); !s.ok()) return s;
+  }
+  if (chmod(state_dir_.c_str(), 0700) != 0) return PosixError(errno, "chmod " + state_dir_);
+  if (auto s = MakeDirectory(envs_dir_, 0700); !s.ok()) return s;
+
+  // A namespace pin (an nsfs bind mount) may only live on a mount that does not propagate:
+  // under systemd / is shared, and binding there fails with EINVAL. Give the state directory a
+  // mount of its own, private.
+  if (!IsMountPoint(state_dir_) &&
+      mount(state_dir_.c_str(), state_dir_.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    return PosixError(errno, absl::StrCat("bind-mount ", state_dir_, " onto itself"));
+  }
+  if (mount(nullptr, state_dir_.c_str(), nullptr, MS_PRIVATE, nullptr) != 0) {
+    return PosixError(errno, absl::StrCat("make ", state_dir_, " a private mount"));
+  }
+  return absl::OkStatus();
+}
+
+std::string EnvironmentStore::EnvironmentDir(const std::string& name) const {
+  return absl::StrCat(envs_dir_, "/", name);
+}
+std::string EnvironmentStore::RecordPath(const std::string& name) const {
+  return absl::StrCat(EnvironmentDir(name), "/", kRecordFile);
+}
+std::string EnvironmentStore::PinPath(const std::string& name) const {
+  return absl::StrCat(EnvironmentDir(name), "/mnt");
+}
+std::string EnvironmentStore::HomePath(const std::string& name) const {
+  return absl::StrCat(EnvironmentDir(name), "/home");
+}
+std::string EnvironmentStore::RootPath(const std::string& name) const {
+  return absl::StrCat(EnvironmentDir(name), "/root");
+}
+
+absl::StatusOr<std::vector<std::string>> EnvironmentStore::ListEnvironmentDirectories() const {
+  DIR* dir = opendir(envs_dir_.c_str());
+  if (dir == nullptr) return PosixError(errno, absl::StrCat("open ", envs_dir_));
+  std::vector<std::string> names;
+  while (dirent* entry = readdir(dir)) {
+    std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    names.push_back(std::move(name));
+  }
+  closedir(dir);
+  return names;
+}
+
+absl::Status EnvironmentStore::CreateEnvironmentDirectory(const std::string& name, uid_t uid,
+                                                          gid_t gid) const {
+  std::string dir = EnvironmentDir(name);
+  if (mkdir(dir.c_str(), 0700) != 0) return PosixError(errno, absl::StrCat("create ", dir));
+  std::string home = HomePath(name);
+  if (mkdir(home.c_str(), 0700) != 0) return PosixError(errno, absl::StrCat("create ", home));
+  if (chown(home.c_str(), uid, gid) != 0) return PosixError(errno, absl::StrCat("chown ", home));
+  std::string root = RootPath(name);
+  if (mkdir(root.c_str(), 0700) != 0) return PosixError(errno, absl::StrCat("create ", root));
+  std::string pin = PinPath(name);
+  UniqueFd fd(open(pin.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd) return PosixError(errno, absl::StrCat("create ", pin));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<internal::EnvironmentRecord> EnvironmentStore::ReadRecord(
+    const std::string& name) const {
+  std::string path = RecordPath(name);
+  std::ifstream in(path);
+  if (!in) return PosixError(errno ? errno : ENOENT, absl::StrCat("read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  internal::EnvironmentRecord record;
+  if (!google::protobuf::TextFormat::ParseFromString(ss.str(), &record)) {
+    return absl::DataLossError(absl::StrCat("record ", path, " is corrupt"));
+  }
+  if (record.name() != name) {
+    return absl::DataLossError(
+        absl::StrCat("record ", path, " names environment \"", record.name(), "\""));
+  }
+  return record;
+}
+
+absl::Status EnvironmentStore::WriteRecord(const internal::EnvironmentRecord& record) const {
+  std::string text;
+  if (!google::protobuf::TextFormat::PrintToString(record, &text)) {
+    return absl::InternalError("cannot serialize environment record");
+  }
+  std::string dir = EnvironmentDir(record.name());
+  std::string path = RecordPath(record.name());
+  std::string temp = path + ".tmp";
+  {
+    UniqueFd fd(open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd) return PosixError(errno, absl::StrCat("create ", temp));
+    if (!WriteAll(fd.get(), text.data(), text.size())) {
+      return PosixError(errno, absl::StrCat("write ", temp));
+    }
+    if (fsync(fd.get()) != 0) return PosixError(errno, absl::StrCat("fsync ", temp));
+  }
+  if (rename(temp.c_str(), path.c_str()) != 0) {
+    return PosixError(errno, absl::StrCat("rename ", temp, " to ", path));
+  }
+  UniqueFd dir_fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_fd || fsync(dir_fd.get()) != 0) return PosixError(errno, absl::StrCat("fsync ", dir));
+  return absl::OkStatus();
+}
+
+absl::Status EnvironmentStore::RemoveRecord(const std::string& name) const {
+  std::string path = RecordPath(name);
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return PosixError(errno, absl::StrCat("remove ", path));
+  }
+  UniqueFd dir_fd(open(EnvironmentDir(name).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd) fsync(dir_fd.get());
+  return absl::OkStatus();
+}
+
+absl::Status EnvironmentStore::RemoveEnvironmentDirectory(const std::string& name) const {
+  UniqueFd envs(open(envs_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!envs) return PosixError(errno, absl::StrCat("open ", envs_dir_));
+  return RemoveTreeAt(envs.get(), name, EnvironmentDir(name));
+}
+
+absl::Status RemoveTreeAt(int parent_fd, const std::string& name, const std::string& display) {
+  struct stat parent_st;
+  if (fstat(parent_fd, &parent_st) != 0) return PosixError(errno, "stat parent of " + display);
+  int raw = openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (raw < 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    if (errno == ENOTDIR || errno == ELOOP) {
+      if (unlinkat(parent_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+        return PosixError(errno, absl::StrCat("remove ", display));
+      }
+      return absl::OkStatus();
+    }
+    return PosixError(errno, absl::StrCat("open ", display));
+  }
+  UniqueFd dir_fd(raw);
+  struct stat st;
+  if (fstat(dir_fd.get(), &st) != 0) return PosixError(errno, "stat " + display);
+  if (st.st_dev != parent_st.st_dev) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(display, " is a mount point; refusing to remove what is mounted there"));
+  }
+  DIR* dir = fdopendir(dup(dir_fd.get()));
+  if (dir == nullptr) return PosixError(errno, "list " + display);
+  std::vector<std::pair<std::string, bool>> entries;
+  while (dirent* entry = readdir(dir)) {
+    std::string child = entry->d_name;
+    if (child == "." || child == "..") continue;
+    entries.emplace_back(child, entry->d_type == DT_DIR || entry->d_type == DT_UNKNOWN);
+  }
+  closedir(dir);
+  for (const auto& [child, maybe_dir] : entries) {
+    std::string child_display = absl::StrCat(display, "/", child);
+    if (maybe_dir) {
+      if (auto s = RemoveTreeAt(dir_fd.get(), child, child_display); !s.ok()) return s;
+    } else if (unlinkat(dir_fd.get(), child.c_str(), 0) != 0 && errno != ENOENT) {
+      return PosixError(errno, absl::StrCat("remove ", child_display));
+    }
+  }
+  if (unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+    return PosixError(errno, absl::StrCat("remove ", display));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace llima

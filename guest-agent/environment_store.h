@@ -1,0 +1,59 @@
+#pragma once
+
+// The agent's state directory:
+//   <state>/                      root-owned 0700, a private mount (pins need that)
+//   <state>/envs/<name>/record.textpb   the environment record, written atomically
+//   <state>/envs/<name>/mnt             the pinned mount namespace (an nsfs bind mount)
+//   <state>/envs/<name>/home/           the environment user's home
+//   <state>/envs/<name>/root/           where init builds the root (empty outside)
+// An environment exists exactly when its record exists: create writes the record last, delete
+// removes it first, and the agent's start removes directories without one.
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "llima/internal/agent_internal.pb.h"
+
+namespace llima {
+
+class EnvironmentStore {
+ public:
+  explicit EnvironmentStore(std::string state_dir);
+
+  // Creates the directories and makes the state directory a private mount.
+  absl::Status Initialize();
+
+  const std::string& state_dir() const { return state_dir_; }
+  std::string EnvironmentDir(const std::string& name) const;
+  std::string RecordPath(const std::string& name) const;
+  std::string PinPath(const std::string& name) const;
+  std::string HomePath(const std::string& name) const;
+  std::string RootPath(const std::string& name) const;
+
+  // Names of all environment directories, with or without a record.
+  absl::StatusOr<std::vector<std::string>> ListEnvironmentDirectories() const;
+
+  // Creates an environment's directory with its home (owned by uid:gid), pin file and root.
+  absl::Status CreateEnvironmentDirectory(const std::string& name, uid_t uid, gid_t gid) const;
+
+  absl::StatusOr<internal::EnvironmentRecord> ReadRecord(const std::string& name) const;
+  // temp file, fsync, rename, fsync of the directory: a crash leaves the old or the new record.
+  absl::Status WriteRecord(const internal::EnvironmentRecord& record) const;
+  absl::Status RemoveRecord(const std::string& name) const;
+
+  // Removes the environment's directory and everything in it without following symlinks or
+  // crossing mount points. The pin must be unmounted first.
+  absl::Status RemoveEnvironmentDirectory(const std::string& name) const;
+
+ private:
+  std::string state_dir_;
+  std::string envs_dir_;
+};
+
+// Removes `name` in `parent_fd` recursively, never following symlinks and refusing to descend
+// into another filesystem.
+absl::Status RemoveTreeAt(int parent_fd, const std::string& name, const std::string& display);
+
+}  // namespace llima

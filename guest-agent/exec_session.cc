@@ -1,0 +1,541 @@
+#include "exec_session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <deque>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "exec_child.h"
+#include "log.h"
+#include "posix_error.h"
+#include "syscalls.h"
+
+namespace llima {
+namespace {
+
+constexpr size_t kChunkSize = 256 * 1024;
+constexpr int kPipeSize = 1 << 20;
+// After the process has exited, output still trickling in from processes it left running is
+// read for this long before the call ends (their pipe may never close).
+constexpr int kDrainAfterExitMs = 100;
+// Grace between SIGHUP and SIGKILL when the client goes away.
+constexpr int kHangupGraceMs = 2000;
+constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+class ExecSession;
+
+// The gRPC side: forwards every event to the session.
+class ExecReactor : public grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse> {
+ public:
+  explicit ExecReactor(std::shared_ptr<ExecSession> session) : session_(std::move(session)) {}
+  void Begin();
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override { delete this; }
+
+  v1::ExecRequest incoming;
+  v1::ExecResponse outgoing;
+
+ private:
+  std::shared_ptr<ExecSession> session_;
+};
+
+class ExecSession : public std::enable_shared_from_this<ExecSession> {
+ public:
+  ExecSession(EnvironmentManager& environments, ForkServer& fork_server)
+      : environments_(environments),
+        fork_server_(fork_server),
+        wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+  void Attach(ExecReactor* reactor) { reactor_ = reactor; }
+
+  // gRPC callbacks.
+  void Received(v1::ExecRequest request) {
+    std::lock_guard lock(mu_);
+    inbox_.push_back(std::move(request));
+    read_in_flight_ = false;
+    Wake();
+  }
+  void ReadClosed() {
+    std::lock_guard lock(mu_);
+    read_closed_ = true;
+    read_in_flight_ = false;
+    Wake();
+  }
+  void WriteDone(bool ok) {
+    std::lock_guard lock(mu_);
+    write_in_flight_ = false;
+    if (!ok) client_gone_ = true;
+    Wake();
+  }
+  void Cancelled() {
+    std::lock_guard lock(mu_);
+    client_gone_ = true;
+    Wake();
+  }
+
+  void Run();
+
+ private:
+  void Wake() {
+    uint64_t one = 1;
+    (void)!write(wake_.get(), &one, sizeof(one));
+  }
+  absl::Status Start(const v1::ExecStart& start);
+  // Moves queued requests to the process. Returns an error for a request that ends the call.
+  absl::Status ProcessInbox();
+  void ReadOutput(UniqueFd& fd, bool is_stdout);
+  void FlushStdin();
+  void SendNext();
+  // Issues the next read unless one is pending, the stream is closed or stdin is backed up.
+  void RequestNextRead();
+  void KillProcessGroup();
+  void Finish(const absl::Status& status);
+  bool WaitForStart(v1::ExecRequest* first);
+
+  EnvironmentManager& environments_;
+  ForkServer& fork_server_;
+  ExecReactor* reactor_ = nullptr;  // valid until Finish()
+  UniqueFd wake_;
+
+  std::mutex mu_;
+  std::deque<v1::ExecRequest> inbox_;
+  bool read_closed_ = false;
+  bool read_in_flight_ = false;
+  bool write_in_flight_ = false;
+  bool client_gone_ = false;
+
+  // Owned by the session thread.
+  std::string env_name_;
+  bool detached_ = false;
+  SpawnedChild child_;
+  UniqueFd pidfd_;
+  UniqueFd stdin_;
+  UniqueFd stdout_;
+  UniqueFd stderr_;
+  std::string stdin_pending_;
+  bool close_stdin_after_flush_ = false;
+  std::deque<v1::ExecResponse> outbox_;
+  absl::Time started_at_;
+};
+
+void ExecReactor::Begin() {
+  StartRead(&incoming);
+}
+
+void ExecReactor::OnReadDone(bool ok) {
+  if (!ok) return session_->ReadClosed();
+  session_->Received(std::move(incoming));
+}
+
+void ExecReactor::OnWriteDone(bool ok) { session_->WriteDone(ok); }
+
+void ExecReactor::OnCancel() { session_->Cancelled(); }
+
+bool ExecSession::WaitForStart(v1::ExecRequest* first) {
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (!inbox_.empty()) {
+        *first = std::move(inbox_.front());
+        inbox_.pop_front();
+        return true;
+      }
+      if (read_closed_ || client_gone_) return false;
+    }
+    pollfd p{wake_.get(), POLLIN, 0};
+    poll(&p, 1, -1);
+    uint64_t drained;
+    (void)!read(wake_.get(), &drained, sizeof(drained));
+  }
+}
+
+void ExecSession::Run() {
+  started_at_ = absl::Now();
+  v1::ExecRequest first;
+  if (!WaitForStart(&first)) {
+    return Finish(absl::InvalidArgumentError("the stream ended before a start message"));
+  }
+  if (!first.has_start()) {
+    return Finish(absl::InvalidArgumentError("the first message of an Exec call must be start"));
+  }
+  if (absl::Status s = Start(first.start()); !s.ok()) return Finish(s);
+
+  {
+    std::lock_guard lock(mu_);
+    v1::ExecResponse started;
+    started.mutable_started()->set_pid(child_.ns_pid);
+    outbox_.push_back(std::move(started));
+  }
+  SendNext();
+  RequestNextRead();
+
+  std::optional<int> wait_status;
+  absl::Time exited_at;
+  for (;;) {
+    absl::Status request_error = ProcessInbox();
+    bool gone;
+    bool writing;
+    size_t queued;
+    {
+      std::lock_guard lock(mu_);
+      gone = client_gone_;
+      writing = write_in_flight_;
+      queued = outbox_.size();
+    }
+    if (!request_error.ok() || gone) {
+      if (!detached_ && !wait_status) KillProcessGroup();
+      return Finish(gone ? absl::CancelledError("the client went away") : request_error);
+    }
+    if (!writing) SendNext();
+
+    if (!wait_status) wait_status = child_.exit->status();
+    if (wait_status && exited_at == absl::Time()) exited_at = absl::Now();
+    bool outputs_open = stdout_ || stderr_;
+    if (wait_status && !outputs_open && queued == 0 && !writing) break;
+
+    // Do not read more output than the client has taken: one chunk per stream in flight.
+    std::vector<pollfd> pfds;
+    pfds.push_back({wake_.get(), POLLIN, 0});
+    pfds.push_back({child_.exit->fd(), POLLIN, 0});
+    bool out_blocked = queued >= 2;
+    if (stdout_ && !out_blocked) pfds.push_back({stdout_.get(), POLLIN, 0});
+    if (stderr_ && !out_blocked) pfds.push_back({stderr_.get(), POLLIN, 0});
+    if (stdin_ && !stdin_pending_.empty()) pfds.push_back({stdin_.get(), POLLOUT, 0});
+    int timeout = -1;
+    if (wait_status && outputs_open && !out_blocked) {
+      int64_t left = kDrainAfterExitMs - absl::ToInt64Milliseconds(absl::Now() - exited_at);
+      timeout = static_cast<int>(std::max<int64_t>(left, 0));
+    }
+    int n = poll(pfds.data(), pfds.size(), timeout);
+    if (n < 0 && errno != EINTR) return Finish(PosixError(errno, "poll"));
+    if (n == 0 && wait_status) {
+      // Processes left behind keep the pipes open; the call is over all the same.
+      stdout_.reset();
+      stderr_.reset();
+      continue;
+    }
+    for (const pollfd& p : pfds) {
+      if (p.revents == 0) continue;
+      if (p.fd == wake_.get()) {
+        uint64_t drained;
+        (void)!read(wake_.get(), &drained, sizeof(drained));
+      } else if (stdout_ && p.fd == stdout_.get()) {
+        ReadOutput(stdout_, true);
+      } else if (stderr_ && p.fd == stderr_.get()) {
+        ReadOutput(stderr_, false);
+      } else if (stdin_ && p.fd == stdin_.get()) {
+        FlushStdin();
+      }
+    }
+  }
+
+  int status = *wait_status;
+  if (status < 0) {
+    return Finish(absl::InternalError("lost track of the process: the fork server exited"));
+  }
+  v1::ExecResponse exited;
+  if (WIFSIGNALED(status)) {
+    exited.mutable_exited()->set_signal(WTERMSIG(status));
+    exited.mutable_exited()->set_exit_code(128 + WTERMSIG(status));
+  } else {
+    exited.mutable_exited()->set_exit_code(WEXITSTATUS(status));
+  }
+  {
+    std::lock_guard lock(mu_);
+    outbox_.push_back(std::move(exited));
+  }
+  // Wait for the last write to complete before finishing.
+  for (;;) {
+    bool done;
+    {
+      std::lock_guard lock(mu_);
+      if (client_gone_) return Finish(absl::CancelledError("the client went away"));
+      done = outbox_.empty() && !write_in_flight_;
+    }
+    if (done) break;
+    SendNext();
+    pollfd p{wake_.get(), POLLIN, 0};
+    poll(&p, 1, -1);
+    uint64_t drained;
+    (void)!read(wake_.get(), &drained, sizeof(drained));
+  }
+  Finish(absl::OkStatus());
+}
+
+absl::Status ExecSession::Start(const v1::ExecStart& start) {
+  if (auto s = ValidateExecStart(start); !s.ok()) return s;
+  env_name_ = start.environment();
+  detached_ = start.detached();
+  absl::StatusOr<std::shared_ptr<const LiveEnvironment>> env =
+      environments_.FindRunning(start.environment());
+  if (!env.ok()) return env.status();
+
+  internal::SpawnExec spec;
+  for (const std::string& arg : start.argv()) spec.add_argv(arg);
+  std::string search_path;
+  for (std::string& var : BuildExecEnvironment(**env, start, &search_path)) {
+    spec.add_envp(std::move(var));
+  }
+  spec.set_search_path(search_path);
+  spec.set_working_dir(start.working_dir().empty() ? (*env)->record.project_path()
+                                                   : start.working_dir());
+  spec.set_uid((*env)->record.uid());
+  spec.set_gid((*env)->record.gid());
+
+  int in[2], out[2], err[2], error_pipe[2];
+  if (pipe2(in, O_CLOEXEC) != 0) return PosixError(errno, "create stdin pipe");
+  UniqueFd in_r(in[0]);
+  stdin_.reset(in[1]);
+  if (pipe2(out, O_CLOEXEC) != 0) return PosixError(errno, "create stdout pipe");
+  stdout_.reset(out[0]);
+  UniqueFd out_w(out[1]);
+  if (pipe2(err, O_CLOEXEC) != 0) return PosixError(errno, "create stderr pipe");
+  stderr_.reset(err[0]);
+  UniqueFd err_w(err[1]);
+  if (pipe2(error_pipe, O_CLOEXEC) != 0) return PosixError(errno, "create error pipe");
+  UniqueFd error_r(error_pipe[0]);
+  UniqueFd error_w(error_pipe[1]);
+  fcntl(stdout_.get(), F_SETPIPE_SZ, kPipeSize);
+  for (int fd : {stdin_.get(), stdout_.get(), stderr_.get()}) {
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
+
+  std::vector<int> fds = {(*env)->mnt_ns.get(), (*env)->pid_ns.get(), (*env)->ipc_ns.get(),
+                          (*env)->uts_ns.get(), in_r.get(),           out_w.get(),
+                          err_w.get(),          error_w.get()};
+  if ((*env)->cgroup) fds.push_back((*env)->cgroup.get());
+  absl::StatusOr<SpawnedChild> child = fork_server_.SpawnExec(spec, fds);
+  if (!child.ok()) return child.status();
+  child_ = *child;
+  pidfd_.reset(PidfdOpen(child_.pid));
+  in_r.reset();
+  out_w.reset();
+  err_w.reset();
+  error_w.reset();
+
+  // The error pipe closes when execve succeeds (close-on-exec) or the child exits.
+  ExecSetupError setup{};
+  ssize_t n;
+  do {
+    n = read(error_r.get(), &setup, sizeof(setup));
+  } while (n < 0 && errno == EINTR);
+  if (n == sizeof(setup)) {
+    child_.exit->Wait();
+    setup.step[sizeof(setup.step) - 1] = '\0';
+    absl::Status failure = PosixError(
+        setup.error_number, absl::StrCat("start ", start.argv(0), " in ", env_name_, ": ",
+                                         setup.step));
+    if (absl::string_view(setup.step) == "change to the working directory") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("working directory ", spec.working_dir(), " in ", env_name_, ": ",
+                       strerror(setup.error_number)));
+    }
+    return failure;
+  }
+  LogOperation("exec", env_name_, absl::Now() - started_at_, absl::OkStatus(),
+               absl::StrCat("pid=", child_.ns_pid, " argv0=", start.argv(0)));
+  return absl::OkStatus();
+}
+
+absl::Status ExecSession::ProcessInbox() {
+  std::deque<v1::ExecRequest> requests;
+  bool read_closed;
+  {
+    std::lock_guard lock(mu_);
+    requests.swap(inbox_);
+    read_closed = read_closed_;
+  }
+  for (v1::ExecRequest& request : requests) {
+    switch (request.request_case()) {
+      case v1::ExecRequest::kStdin:
+        if (close_stdin_after_flush_) {
+          return absl::FailedPreconditionError("stdin data after close_stdin");
+        }
+        // The process may have closed its stdin already; its data is then discarded.
+        if (stdin_) stdin_pending_ += request.stdin();
+        break;
+      case v1::ExecRequest::kCloseStdin:
+        close_stdin_after_flush_ = true;
+        break;
+      case v1::ExecRequest::kResize:
+        break;  // no terminal
+      case v1::ExecRequest::kSignal: {
+        int sig = request.signal();
+        if (sig <= 0 || sig >= NSIG) {
+          return absl::InvalidArgumentError(absl::StrCat("signal ", sig, " does not exist"));
+        }
+        if (pidfd_) PidfdSendSignal(pidfd_.get(), sig);
+        break;
+      }
+      case v1::ExecRequest::kStart:
+        return absl::InvalidArgumentError("start may only be sent once");
+      default:
+        return absl::InvalidArgumentError("empty Exec request");
+    }
+  }
+  // The client finished writing: end of input for the process once pending data is written.
+  if (read_closed) close_stdin_after_flush_ = true;
+  FlushStdin();
+  return absl::OkStatus();
+}
+
+void ExecSession::RequestNextRead() {
+  // Ask for the next message only once this one's data is on its way to the process: a process
+  // that does not read its stdin holds the client back instead of filling the agent's memory.
+  if (!stdin_pending_.empty()) return;
+  {
+    std::lock_guard lock(mu_);
+    if (read_in_flight_ || read_closed_ || client_gone_ || !inbox_.empty()) return;
+    read_in_flight_ = true;
+  }
+  // Reactor calls are made by this thread only, and never under mu_: gRPC may run the
+  // completion callback, which takes mu_, before StartRead returns.
+  reactor_->StartRead(&reactor_->incoming);
+}
+
+void ExecSession::FlushStdin() {
+  while (stdin_ && !stdin_pending_.empty()) {
+    ssize_t n = write(stdin_.get(), stdin_pending_.data(), stdin_pending_.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return;
+      // EPIPE: the process closed its stdin; what it did not read is discarded.
+      stdin_pending_.clear();
+      stdin_.reset();
+      break;
+    }
+    stdin_pending_.erase(0, static_cast<size_t>(n));
+  }
+  if (stdin_pending_.empty() && close_stdin_after_flush_) stdin_.reset();
+  RequestNextRead();
+}
+
+void ExecSession::ReadOutput(UniqueFd& fd, bool is_stdout) {
+  std::string chunk(kChunkSize, '\0');
+  ssize_t n = read(fd.get(), chunk.data(), chunk.size());
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) {
+    fd.reset();
+    return;
+  }
+  chunk.resize(static_cast<size_t>(n));
+  v1::ExecResponse response;
+  if (is_stdout) {
+    response.set_stdout(std::move(chunk));
+  } else {
+    response.set_stderr(std::move(chunk));
+  }
+  {
+    std::lock_guard lock(mu_);
+    outbox_.push_back(std::move(response));
+  }
+  SendNext();
+}
+
+void ExecSession::SendNext() {
+  {
+    std::lock_guard lock(mu_);
+    if (write_in_flight_ || outbox_.empty() || client_gone_) return;
+    reactor_->outgoing = std::move(outbox_.front());
+    outbox_.pop_front();
+    write_in_flight_ = true;
+  }
+  reactor_->StartWrite(&reactor_->outgoing);
+}
+
+void ExecSession::KillProcessGroup() {
+  // The process leads its own session and process group (setsid in the child).
+  kill(-child_.pid, SIGHUP);
+  if (pidfd_) PidfdSendSignal(pidfd_.get(), SIGHUP);
+  pollfd p{child_.exit->fd(), POLLIN, 0};
+  if (poll(&p, 1, kHangupGraceMs) == 0) {
+    kill(-child_.pid, SIGKILL);
+    if (pidfd_) PidfdSendSignal(pidfd_.get(), SIGKILL);
+  }
+}
+
+void ExecSession::Finish(const absl::Status& status) {
+  if (!status.ok() || child_.pid == 0) {
+    LogOperation("exec", env_name_, absl::Now() - started_at_, status);
+  } else {
+    std::optional<int> wait_status = child_.exit ? child_.exit->status() : std::nullopt;
+    LogOperation("exit", env_name_, absl::Now() - started_at_, status,
+                 absl::StrCat("pid=", child_.ns_pid, " status=", wait_status.value_or(-1)));
+  }
+  std::exchange(reactor_, nullptr)->Finish(ToGrpc(status));
+}
+
+}  // namespace
+
+absl::Status ValidateExecStart(const v1::ExecStart& start) {
+  if (start.environment().empty()) {
+    return absl::InvalidArgumentError("start.environment is empty");
+  }
+  if (start.argv().empty() || start.argv(0).empty()) {
+    return absl::InvalidArgumentError("start.argv is empty: name a program to run");
+  }
+  for (const std::string& arg : start.argv()) {
+    if (arg.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError("an argument contains a NUL byte");
+    }
+  }
+  for (const auto& [key, value] : start.env()) {
+    if (key.empty() || key.find('=') != std::string::npos ||
+        key.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("environment variable \"", key, "\" is not valid"));
+    }
+  }
+  if (!start.working_dir().empty() &&
+      (start.working_dir()[0] != '/' || start.working_dir().find('\0') != std::string::npos)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "working directory \"", start.working_dir(), "\" is not an absolute path"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> BuildExecEnvironment(const LiveEnvironment& env,
+                                              const v1::ExecStart& start,
+                                              std::string* search_path) {
+  std::map<std::string, std::string> vars = {
+      {"HOME", env.home()},
+      {"USER", env.record.name()},
+      {"LOGNAME", env.record.name()},
+      {"SHELL", env.record.shell()},
+      {"PATH", kDefaultPath},
+  };
+  for (const auto& [key, value] : start.env()) vars[key] = value;
+  *search_path = vars["PATH"];
+  std::vector<std::string> out;
+  out.reserve(vars.size());
+  for (const auto& [key, value] : vars) out.push_back(absl::StrCat(key, "=", value));
+  return out;
+}
+
+grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* NewExecReactor(
+    EnvironmentManager& environments, ForkServer& fork_server) {
+  auto session = std::make_shared<ExecSession>(environments, fork_server);
+  auto* reactor = new ExecReactor(session);
+  session->Attach(reactor);
+  reactor->Begin();
+  std::thread([session] { session->Run(); }).detach();
+  return reactor;
+}
+
+}  // namespace llima

@@ -1,0 +1,399 @@
+#include "fork_server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "environment_init.h"
+#include "exec_child.h"
+#include "log.h"
+#include "posix_error.h"
+#include "process_title.h"
+#include "syscalls.h"
+
+namespace llima {
+namespace {
+
+constexpr size_t kMaxFds = 16;
+
+bool SendMessage(int sock, const google::protobuf::MessageLite& message,
+                 absl::Span<const int> fds, int* error) {
+  std::string data = message.SerializeAsString();
+  iovec iov{data.data(), data.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  if (!fds.empty()) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  }
+  for (;;) {
+    if (sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return true;
+    if (errno != EINTR) break;
+  }
+  *error = errno;
+  return false;
+}
+
+// Receives one message and its descriptors. Returns the message size, 0 at end of stream,
+// -1 on error (errno set). Descriptors arrive close-on-exec.
+ssize_t ReceiveMessage(int sock, std::vector<char>& buffer, std::vector<UniqueFd>* fds) {
+  iovec iov{buffer.data(), buffer.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n;
+  do {
+    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return -1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      if (fds) fds->emplace_back(fd);
+      else close(fd);
+    }
+  }
+  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+    errno = EMSGSIZE;
+    return -1;
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process.
+
+pid_t NamespacePid(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("NSpid:", 0) != 0) continue;
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(line.substr(6), absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    pid_t ns_pid = 0;
+    if (!fields.empty() && absl::SimpleAtoi(fields.back(), &ns_pid)) return ns_pid;
+  }
+  return 0;
+}
+
+class Server {
+ public:
+  explicit Server(int sock) : sock_(sock), buffer_(kMaxForkServerMessage) {}
+
+  [[noreturn]] void Run() {
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, nullptr);
+    UniqueFd sigfd(signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
+    own_pid_ns_.reset(open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
+    if (!sigfd || !own_pid_ns_) _exit(1);
+
+    for (;;) {
+      pollfd pfds[2] = {{sock_, POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
+      if (poll(pfds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        _exit(1);
+      }
+      if (pfds[1].revents & POLLIN) {
+        signalfd_siginfo info;
+        while (read(sigfd.get(), &info, sizeof(info)) == sizeof(info)) {
+        }
+        ReapChildren();
+      }
+      if (pfds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        std::vector<UniqueFd> fds;
+        ssize_t n = ReceiveMessage(sock_, buffer_, &fds);
+        if (n == 0) _exit(0);  // the agent is gone
+        if (n < 0) {
+          if (errno == EMSGSIZE) continue;  // the agent checks sizes; drop a bad request
+          _exit(1);
+        }
+        internal::ForkServerRequest request;
+        if (!request.ParseFromArray(buffer_.data(), static_cast<int>(n))) continue;
+        Handle(request, fds);
+      }
+    }
+  }
+
+ private:
+  void Reply(const internal::ForkServerReply& reply) {
+    internal::ForkServerMessage message;
+    *message.mutable_reply() = reply;
+    int error;
+    if (!SendMessage(sock_, message, {}, &error)) _exit(1);
+  }
+
+  void ReplyError(uint64_t id, int err, std::string what) {
+    internal::ForkServerReply reply;
+    reply.set_id(id);
+    reply.set_error_errno(err);
+    reply.set_error(std::string(PosixError(err, what).message()));
+    Reply(reply);
+  }
+
+  void Handle(const internal::ForkServerRequest& request, std::vector<UniqueFd>& fds) {
+    std::vector<int> raw;
+    for (const UniqueFd& fd : fds) raw.push_back(fd.get());
+    switch (request.request_case()) {
+      case internal::ForkServerRequest::kInit:
+        return StartInit(request.id(), request.init(), raw);
+      case internal::ForkServerRequest::kExec:
+        return StartExec(request.id(), request.exec(), raw);
+      default:
+        return ReplyError(request.id(), EINVAL, "unknown fork server request");
+    }
+  }
+
+  void StartInit(uint64_t id, const internal::SpawnInit& spec, const std::vector<int>& fds) {
+    if (fds.size() < 3) return ReplyError(id, EINVAL, "init request without descriptors");
+    clone_args args{};
+    args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+    if (fds.size() > 3) {
+      args.flags |= CLONE_INTO_CGROUP;
+      args.cgroup = static_cast<uint64_t>(fds[3]);
+    }
+    args.exit_signal = SIGCHLD;
+    long pid = Clone3(&args);
+    if (pid < 0) return ReplyError(id, errno, "clone the environment's init");
+    if (pid == 0) RunEnvironmentInit(spec, fds[0], fds[1], fds[2]);
+    internal::ForkServerReply reply;
+    reply.set_id(id);
+    reply.set_pid(static_cast<int32_t>(pid));
+    reply.set_ns_pid(1);
+    Reply(reply);
+  }
+
+  void StartExec(uint64_t id, const internal::SpawnExec& spec, const std::vector<int>& fds) {
+    if (fds.size() < 8) return ReplyError(id, EINVAL, "exec request without descriptors");
+    // Children forked from now on are born in the environment's pid namespace; the fork server
+    // itself stays where it is.
+    if (setns(fds[1], CLONE_NEWPID) != 0) {
+      return ReplyError(id, errno, "enter the environment's pid namespace");
+    }
+    clone_args args{};
+    if (fds.size() > 8) {
+      args.flags |= CLONE_INTO_CGROUP;
+      args.cgroup = static_cast<uint64_t>(fds[8]);
+    }
+    args.exit_signal = SIGCHLD;
+    long pid = Clone3(&args);
+    int clone_errno = errno;
+    if (pid == 0) RunExecChild(spec, fds);
+    // Back to our own namespace for children: a new environment's pid namespace must not be
+    // nested in this one's.
+    if (setns(own_pid_ns_.get(), CLONE_NEWPID) != 0) _exit(1);
+    if (pid < 0) return ReplyError(id, clone_errno, "fork into the environment");
+    internal::ForkServerReply reply;
+    reply.set_id(id);
+    reply.set_pid(static_cast<int32_t>(pid));
+    reply.set_ns_pid(NamespacePid(static_cast<pid_t>(pid)));
+    Reply(reply);
+  }
+
+  void ReapChildren() {
+    for (;;) {
+      int status;
+      pid_t pid = waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) return;
+      internal::ForkServerMessage message;
+      message.mutable_exited()->set_pid(pid);
+      message.mutable_exited()->set_wait_status(status);
+      int error;
+      if (!SendMessage(sock_, message, {}, &error)) _exit(1);
+    }
+  }
+
+  int sock_;
+  std::vector<char> buffer_;
+  UniqueFd own_pid_ns_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+ExitWatch::ExitWatch() : event_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+std::optional<int> ExitWatch::status() const {
+  std::lock_guard lock(mu_);
+  return status_;
+}
+
+int ExitWatch::Wait() const {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return status_.has_value(); });
+  return *status_;
+}
+
+void ExitWatch::Set(int wait_status) {
+  {
+    std::lock_guard lock(mu_);
+    if (status_) return;
+    status_ = wait_status;
+  }
+  cv_.notify_all();
+  uint64_t one = 1;
+  (void)!write(event_fd_.get(), &one, sizeof(one));
+}
+
+absl::StatusOr<std::unique_ptr<ForkServer>> ForkServer::Start() {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+    return PosixError(errno, "create the fork server socket");
+  }
+  UniqueFd agent_end(pair[0]);
+  UniqueFd server_end(pair[1]);
+  int size = static_cast<int>(kMaxForkServerMessage + 65536);
+  setsockopt(agent_end.get(), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size));
+  setsockopt(server_end.get(), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size));
+
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) return PosixError(errno, "fork the fork server");
+  if (pid == 0) {
+    // Die with the agent; children already started are not affected.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(0);
+    SetProcessTitle("llima-agent (fork server)");
+    int keep = server_end.release();
+    agent_end.reset();
+    Server(keep).Run();
+  }
+  server_end.reset();
+  return std::unique_ptr<ForkServer>(new ForkServer(pid, std::move(agent_end)));
+}
+
+ForkServer::ForkServer(pid_t pid, UniqueFd socket) : pid_(pid), socket_(std::move(socket)) {
+  reader_ = std::thread([this] { ReadLoop(); });
+}
+
+ForkServer::~ForkServer() {
+  shutdown(socket_.get(), SHUT_RDWR);
+  if (reader_.joinable()) reader_.join();
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+}
+
+absl::StatusOr<SpawnedChild> ForkServer::SpawnInit(const internal::SpawnInit& request,
+                                                   absl::Span<const int> fds) {
+  internal::ForkServerRequest message;
+  *message.mutable_init() = request;
+  return Call(message, fds);
+}
+
+absl::StatusOr<SpawnedChild> ForkServer::SpawnExec(const internal::SpawnExec& request,
+                                                   absl::Span<const int> fds) {
+  internal::ForkServerRequest message;
+  *message.mutable_exec() = request;
+  return Call(message, fds);
+}
+
+absl::StatusOr<SpawnedChild> ForkServer::Call(internal::ForkServerRequest& request,
+                                              absl::Span<const int> fds) {
+  auto pending = std::make_shared<Pending>();
+  {
+    std::lock_guard lock(mu_);
+    if (dead_) return absl::UnavailableError("the agent's fork server has exited");
+    request.set_id(next_id_++);
+    pending_[request.id()] = pending;
+  }
+  if (request.ByteSizeLong() > kMaxForkServerMessage) {
+    std::lock_guard lock(mu_);
+    pending_.erase(request.id());
+    return absl::InvalidArgumentError("request too large (argv and environment exceed 4 MiB)");
+  }
+  {
+    std::lock_guard lock(send_mu_);
+    int error;
+    if (!SendMessage(socket_.get(), request, fds, &error)) {
+      std::lock_guard lock2(mu_);
+      pending_.erase(request.id());
+      return PosixError(error, "send a request to the fork server");
+    }
+  }
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return pending->done; });
+  const internal::ForkServerReply& reply = pending->reply;
+  if (!reply.error().empty()) {
+    if (reply.error_errno() != 0) {
+      absl::Status s = PosixError(reply.error_errno(), "");
+      return absl::Status(s.code(), reply.error());
+    }
+    return absl::InternalError(reply.error());
+  }
+  return SpawnedChild{reply.pid(), reply.ns_pid(), pending->exit};
+}
+
+void ForkServer::ReadLoop() {
+  std::vector<char> buffer(65536);
+  for (;;) {
+    ssize_t n = ReceiveMessage(socket_.get(), buffer, nullptr);
+    if (n <= 0) break;
+    internal::ForkServerMessage message;
+    if (!message.ParseFromArray(buffer.data(), static_cast<int>(n))) continue;
+    std::lock_guard lock(mu_);
+    if (message.has_reply()) {
+      auto it = pending_.find(message.reply().id());
+      if (it == pending_.end()) continue;
+      std::shared_ptr<Pending> pending = it->second;
+      pending_.erase(it);
+      pending->reply = message.reply();
+      if (message.reply().pid() > 0) {
+        // Registered before the caller wakes: the exit message may follow right away.
+        pending->exit = std::make_shared<ExitWatch>();
+        children_[message.reply().pid()] = pending->exit;
+      }
+      pending->done = true;
+      cv_.notify_all();
+    } else if (message.has_exited()) {
+      auto it = children_.find(message.exited().pid());
+      if (it == children_.end()) continue;
+      it->second->Set(message.exited().wait_status());
+      children_.erase(it);
+    }
+  }
+  std::lock_guard lock(mu_);
+  dead_ = true;
+  for (auto& [id, pending] : pending_) {
+    pending->reply.set_error("the agent's fork server has exited");
+    pending->done = true;
+  }
+  pending_.clear();
+  // The children's fate is unknown now; -1 tells waiters so.
+  for (auto& [pid, watch] : children_) watch->Set(-1);
+  children_.clear();
+  cv_.notify_all();
+  LogEvent("fork server connection closed");
+}
+
+}  // namespace llima

@@ -1,0 +1,89 @@
+#pragma once
+
+// The agent's gRPC threads cannot enter namespaces themselves (setns(CLONE_NEWNS) refuses a
+// process whose threads share fs state), so every process that must start in a namespace is
+// forked by the fork server: a single-threaded child of the agent forked before any thread
+// exists. It receives requests (and the descriptors they need) over a SOCK_SEQPACKET socket,
+// forks, and reports each child's pid and, later, its wait status.
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "llima/internal/agent_internal.pb.h"
+#include "unique_fd.h"
+
+namespace llima {
+
+// Where a child's wait status arrives. fd() becomes readable when it has.
+class ExitWatch {
+ public:
+  ExitWatch();
+  int fd() const { return event_fd_.get(); }
+  std::optional<int> status() const;
+  // Blocks until the child has ended; returns its wait status.
+  int Wait() const;
+  void Set(int wait_status);
+
+ private:
+  UniqueFd event_fd_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::optional<int> status_;
+};
+
+struct SpawnedChild {
+  pid_t pid = 0;     // in the agent's pid namespace
+  pid_t ns_pid = 0;  // in the environment's
+  std::shared_ptr<ExitWatch> exit;
+};
+
+class ForkServer {
+ public:
+  // Forks the server process. Must be called while the calling process has a single thread.
+  static absl::StatusOr<std::unique_ptr<ForkServer>> Start();
+  ~ForkServer();
+
+  absl::StatusOr<SpawnedChild> SpawnInit(const internal::SpawnInit& request,
+                                         absl::Span<const int> fds);
+  absl::StatusOr<SpawnedChild> SpawnExec(const internal::SpawnExec& request,
+                                         absl::Span<const int> fds);
+
+  pid_t pid() const { return pid_; }
+
+ private:
+  ForkServer(pid_t pid, UniqueFd socket);
+  absl::StatusOr<SpawnedChild> Call(internal::ForkServerRequest& request,
+                                    absl::Span<const int> fds);
+  void ReadLoop();
+
+  struct Pending {
+    bool done = false;
+    internal::ForkServerReply reply;
+    std::shared_ptr<ExitWatch> exit;
+  };
+
+  const pid_t pid_;
+  UniqueFd socket_;
+  std::mutex send_mu_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t next_id_ = 1;
+  bool dead_ = false;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Pending>> pending_;
+  absl::flat_hash_map<pid_t, std::shared_ptr<ExitWatch>> children_;
+  std::thread reader_;
+};
+
+// Largest request the fork server accepts (argv and environment of an exec included).
+inline constexpr size_t kMaxForkServerMessage = 4 << 20;
+
+}  // namespace llima

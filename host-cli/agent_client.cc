@@ -1,0 +1,147 @@
+#include "agent_client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <grpcpp/grpcpp.h>
+
+#include <optional>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "unique_fd.h"
+
+namespace llima {
+namespace {
+
+constexpr size_t kStdinChunk = 128 * 1024;
+
+bool WriteFully(int fd, const std::string& data) {
+  const char* p = data.data();
+  size_t left = data.size();
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+AgentClient::AgentClient(const std::string& socket_path) : socket_path_(socket_path) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  stub_ = v1::AgentService::NewStub(grpc::CreateCustomChannel(
+      absl::StrCat("unix:", socket_path), grpc::InsecureChannelCredentials(), args));
+}
+
+absl::Status AgentClient::FromGrpc(const grpc::Status& status) const {
+  if (status.ok()) return absl::OkStatus();
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return absl::UnavailableError(absl::StrCat("cannot reach llima-agent at ", socket_path_, ": ",
+                                               status.error_message()));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+absl::StatusOr<v1::Environment> AgentClient::Create(const std::string& project_path,
+                                                    const std::string& name) {
+  grpc::ClientContext context;
+  v1::CreateEnvironmentRequest request;
+  request.set_project_path(project_path);
+  request.set_name(name);
+  v1::Environment env;
+  if (auto s = FromGrpc(stub_->CreateEnvironment(&context, request, &env)); !s.ok()) return s;
+  return env;
+}
+
+absl::StatusOr<v1::Environment> AgentClient::Get(const v1::GetEnvironmentRequest& request) {
+  grpc::ClientContext context;
+  v1::Environment env;
+  if (auto s = FromGrpc(stub_->GetEnvironment(&context, request, &env)); !s.ok()) return s;
+  return env;
+}
+
+absl::StatusOr<std::vector<v1::Environment>> AgentClient::List() {
+  grpc::ClientContext context;
+  v1::ListEnvironmentsResponse response;
+  if (auto s = FromGrpc(stub_->ListEnvironments(&context, {}, &response)); !s.ok()) return s;
+  return std::vector<v1::Environment>(response.environments().begin(),
+                                      response.environments().end());
+}
+
+absl::Status AgentClient::Delete(const std::string& name) {
+  grpc::ClientContext context;
+  v1::DeleteEnvironmentRequest request;
+  request.set_name(name);
+  v1::DeleteEnvironmentResponse response;
+  return FromGrpc(stub_->DeleteEnvironment(&context, request, &response));
+}
+
+absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, int stdin_fd,
+                                                 int stdout_fd, int stderr_fd) {
+  grpc::ClientContext context;
+  auto stream = stub_->Exec(&context);
+  v1::ExecRequest first;
+  *first.mutable_start() = start;
+  if (!stream->Write(first)) return FromGrpc(stream->Finish());
+
+  // stdin is pumped by its own thread; `stop` ends it once the process has exited.
+  UniqueFd stop(eventfd(0, EFD_CLOEXEC));
+  std::thread pump([&] {
+    std::string buffer(kStdinChunk, '\0');
+    while (stdin_fd >= 0) {
+      pollfd pfds[2] = {{stdin_fd, POLLIN, 0}, {stop.get(), POLLIN, 0}};
+      if (poll(pfds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      if (pfds[1].revents) return;
+      ssize_t n = read(stdin_fd, buffer.data(), buffer.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      v1::ExecRequest request;
+      request.set_stdin(buffer.data(), static_cast<size_t>(n));
+      if (!stream->Write(request)) return;
+    }
+    v1::ExecRequest close;
+    close.set_close_stdin(true);
+    if (stream->Write(close)) stream->WritesDone();
+  });
+
+  std::optional<v1::ExecExited> exited;
+  v1::ExecResponse response;
+  while (stream->Read(&response)) {
+    switch (response.response_case()) {
+      case v1::ExecResponse::kStdout:
+        WriteFully(stdout_fd, response.stdout());
+        break;
+      case v1::ExecResponse::kStderr:
+        WriteFully(stderr_fd, response.stderr());
+        break;
+      case v1::ExecResponse::kExited:
+        exited = response.exited();
+        break;
+      default:
+        break;
+    }
+  }
+  uint64_t one = 1;
+  (void)!write(stop.get(), &one, sizeof(one));
+  // The call is over, so a Write the pump may be blocked in returns false now.
+  pump.join();
+  grpc::Status status = stream->Finish();
+  if (exited) return *exited;
+  if (status.ok()) return absl::InternalError("the agent ended the call without an exit status");
+  return FromGrpc(status);
+}
+
+}  // namespace llima
