@@ -20,9 +20,9 @@ bool IsAsciiDigit(char c) { return c >= '0' && c <= '9'; }
 
 std::string SanitizeBasename(absl::string_view basename) {
   // Map each character; non-ASCII characters become '-', which collapses below, so they can be
-  // handled byte by byte. Two non-ASCII letters lower-case to ASCII under Unicode rules and are
-  // mapped like the original rule maps them: KELVIN SIGN (U+212A) -> 'k', and
-  // LATIN CAPITAL LETTER I WITH DOT ABOVE (U+0130) -> "i" + combining dot (-> '-').
+  // handled byte by byte. Two non-ASCII letters have an ASCII lower case under the simple
+  // Unicode case mapping the original rule used (Go's unicode.ToLower): KELVIN SIGN (U+212A)
+  // -> 'k' and LATIN CAPITAL LETTER I WITH DOT ABOVE (U+0130) -> 'i'.
   std::string mapped;
   mapped.reserve(basename.size());
   for (size_t i = 0; i < basename.size(); ++i) {
@@ -33,7 +33,7 @@ std::string SanitizeBasename(absl::string_view basename) {
       continue;
     }
     if (basename.substr(i, 2) == "\xC4\xB0") {
-      mapped += "i-";
+      mapped += 'i';
       i += 1;
       continue;
     }

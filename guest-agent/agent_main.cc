@@ -80,11 +80,15 @@ int Run(int argc, char** argv) {
   std::string socket_path = "/run/llima-box/agent.sock";
   std::string state_dir = "/var/lib/llima-box";
   std::string socket_owner = "root";
+  std::string cgroup_name = "llima-box";
   app.add_option("--socket", socket_path, "Unix socket to serve on")->capture_default_str();
   app.add_option("--state-dir", state_dir, "Directory for environment records and homes")
       ->capture_default_str();
   app.add_option("--socket-owner", socket_owner,
                  "User (name or uid) that owns the socket; only it (and root) can connect")
+      ->capture_default_str();
+  app.add_option("--cgroup-name", cgroup_name,
+                 "Directory under the cgroup v2 root that holds the environments' cgroups")
       ->capture_default_str();
   app.set_version_flag("--version", kVersion);
   CLI11_PARSE(app, argc, argv);
@@ -103,6 +107,11 @@ int Run(int argc, char** argv) {
     return 2;
   }
 
+  if (cgroup_name.empty() || cgroup_name.find('/') != std::string::npos || cgroup_name[0] == '.') {
+    fprintf(stderr, "llima-agent: --cgroup-name must be a single directory name\n");
+    return 2;
+  }
+
   // Before any thread exists: the fork server must be a copy of a single-threaded process.
   absl::StatusOr<std::unique_ptr<ForkServer>> fork_server = ForkServer::Start();
   if (!fork_server.ok()) {
@@ -117,7 +126,7 @@ int Run(int argc, char** argv) {
     fprintf(stderr, "llima-agent: state directory: %s\n", std::string(s.message()).c_str());
     return 1;
   }
-  CgroupTree cgroups = CgroupTree::Discover();
+  CgroupTree cgroups = CgroupTree::Discover(cgroup_name);
   if (!cgroups.available()) {
     LogEvent(absl::StrCat("warning: environments run without a cgroup: ",
                           cgroups.unavailable_reason()));

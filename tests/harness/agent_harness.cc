@@ -1,0 +1,279 @@
+#include "agent_harness.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "cgroup.h"
+
+namespace llima::testing {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void Check(bool ok, const std::string& what) {
+  if (!ok) throw std::runtime_error(what);
+}
+
+void KillCgroupTree(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> children;
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (e->d_type == DT_DIR && name != "." && name != "..") children.push_back(name);
+  }
+  closedir(d);
+  for (const std::string& child : children) KillCgroupTree(dir + "/" + child);
+  std::ofstream(dir + "/cgroup.kill") << "1";
+  for (int i = 0; i < 200 && rmdir(dir.c_str()) != 0 && errno == EBUSY; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+}  // namespace
+
+std::string AgentBinary() { return LLIMA_AGENT_BINARY; }
+
+ScratchDir::ScratchDir() {
+  char tmpl[] = "/tmp/llima-test-XXXXXX";
+  Check(mkdtemp(tmpl) != nullptr, "mkdtemp");
+  path_ = tmpl;
+  chmod(path_.c_str(), 0755);
+}
+
+ScratchDir::~ScratchDir() {
+  // Nothing may be mounted below any more; a lazy unmount is a last resort.
+  std::string mounts = ReadFile("/proc/self/mountinfo");
+  std::istringstream lines(mounts);
+  std::string line;
+  std::vector<std::string> below;
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    std::string f[5];
+    for (auto& x : f) fields >> x;
+    if (f[4].rfind(path_ + "/", 0) == 0) below.push_back(f[4]);
+  }
+  for (auto it = below.rbegin(); it != below.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
+  std::string cmd = "rm -rf --one-file-system '" + path_ + "'";
+  if (system(cmd.c_str()) != 0) fprintf(stderr, "could not remove %s\n", path_.c_str());
+}
+
+std::string ScratchDir::MakeDir(const std::string& relative, uid_t uid, gid_t gid) const {
+  std::string path = path_;
+  std::istringstream parts(relative);
+  std::string part;
+  while (std::getline(parts, part, '/')) {
+    if (part.empty()) continue;
+    path += "/" + part;
+    mkdir(path.c_str(), 0755);
+  }
+  Check(chown(path.c_str(), uid, gid) == 0, "chown " + path);
+  Check(chmod(path.c_str(), 0755) == 0, "chmod " + path);
+  return path;
+}
+
+AgentProcess::AgentProcess(const std::string& root_dir)
+    : root_dir_(root_dir),
+      socket_path_(root_dir + "/run/agent.sock"),
+      state_dir_(root_dir + "/state"),
+      log_path_(root_dir + "/agent.log"),
+      cgroup_name_("llima-box-test-" + std::to_string(getpid())) {
+  // Processes orphaned by a killed agent (its fork server, environment inits) become ours, so
+  // that Stop() can reap them instead of leaving zombies to an init that may not reap.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+}
+
+AgentProcess::~AgentProcess() { Stop(); }
+
+std::string AgentProcess::cgroup_root() const {
+  auto mount = llima::FindCgroup2Mount(ReadFile("/proc/self/mountinfo"));
+  return mount ? *mount + "/" + cgroup_name_ : "";
+}
+
+void AgentProcess::Start() {
+  Check(pid_ < 0, "agent already running");
+  unlink(socket_path_.c_str());  // a killed agent leaves its socket behind
+  pid_ = fork();
+  Check(pid_ >= 0, "fork");
+  if (pid_ == 0) {
+    int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(log, 2);
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    dup2(null, 1);
+    std::string bin = AgentBinary();
+    execl(bin.c_str(), "llima-agent", "--socket", socket_path_.c_str(), "--state-dir",
+          state_dir_.c_str(), "--cgroup-name", cgroup_name_.c_str(), nullptr);
+    _exit(127);
+  }
+  // Connect only once the socket exists: a channel that fails to connect backs off for seconds.
+  for (int i = 0; i < 1000; ++i) {
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("llima-agent exited at start:\n" + log());
+    }
+    struct stat st;
+    if (stat(socket_path_.c_str(), &st) == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // The file appears at bind(), a moment before listen(): retry connecting quickly.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  stub_ = llima::v1::AgentService::NewStub(grpc::CreateCustomChannel(
+      "unix:" + socket_path_, grpc::InsecureChannelCredentials(), args));
+  for (int i = 0; i < 500; ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+    llima::v1::ListEnvironmentsResponse response;
+    if (stub_->ListEnvironments(&context, {}, &response).ok()) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  throw std::runtime_error("llima-agent did not answer:\n" + log());
+}
+
+void AgentProcess::Kill9() {
+  if (pid_ < 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void AgentProcess::Terminate() {
+  if (pid_ < 0) return;
+  // An open connection holds the agent's graceful shutdown until its deadline.
+  stub_.reset();
+  kill(pid_, SIGTERM);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void AgentProcess::Stop() {
+  if (pid_ >= 0 && stub_) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    llima::v1::ListEnvironmentsResponse response;
+    if (stub_->ListEnvironments(&context, {}, &response).ok()) {
+      for (const auto& env : response.environments()) {
+        grpc::ClientContext delete_context;
+        llima::v1::DeleteEnvironmentRequest request;
+        request.set_name(env.name());
+        llima::v1::DeleteEnvironmentResponse deleted;
+        stub_->DeleteEnvironment(&delete_context, request, &deleted);
+      }
+    }
+  }
+  Terminate();
+  std::string cgroups = cgroup_root();
+  if (!cgroups.empty()) KillCgroupTree(cgroups);
+  // Pins first, then the state directory's own bind mount.
+  std::string mounts = ReadFile("/proc/self/mountinfo");
+  std::istringstream lines(mounts);
+  std::string line;
+  std::vector<std::string> below;
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    std::string f[5];
+    for (auto& x : f) fields >> x;
+    if (f[4] == state_dir_ || f[4].rfind(state_dir_ + "/", 0) == 0) below.push_back(f[4]);
+  }
+  for (auto it = below.rbegin(); it != below.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
+  while (waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
+}
+
+std::string AgentProcess::log() const { return ReadFile(log_path_); }
+
+llima::v1::AgentService::Stub& AgentProcess::stub() { return *stub_; }
+
+ExecResult Exec(llima::v1::AgentService::Stub& stub, const std::string& environment,
+                const std::vector<std::string>& argv, const ExecOptions& options) {
+  ExecResult result;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = stub.Exec(&context);
+  llima::v1::ExecRequest start;
+  start.mutable_start()->set_environment(environment);
+  for (const auto& arg : argv) start.mutable_start()->add_argv(arg);
+  start.mutable_start()->set_working_dir(options.working_dir);
+  for (const auto& [k, v] : options.env) (*start.mutable_start()->mutable_env())[k] = v;
+  stream->Write(start);
+  std::thread writer([&] {
+    constexpr size_t kChunk = 64 * 1024;
+    for (size_t off = 0; off < options.stdin_data.size(); off += kChunk) {
+      llima::v1::ExecRequest request;
+      request.set_stdin(options.stdin_data.substr(off, kChunk));
+      if (!stream->Write(request)) return;
+    }
+    if (options.close_stdin) {
+      llima::v1::ExecRequest close;
+      close.set_close_stdin(true);
+      stream->Write(close);
+      stream->WritesDone();
+    }
+  });
+  llima::v1::ExecResponse response;
+  while (stream->Read(&response)) {
+    switch (response.response_case()) {
+      case llima::v1::ExecResponse::kStarted:
+        result.pid = response.started().pid();
+        break;
+      case llima::v1::ExecResponse::kStdout:
+        result.out += response.stdout();
+        break;
+      case llima::v1::ExecResponse::kStderr:
+        result.err += response.stderr();
+        break;
+      case llima::v1::ExecResponse::kExited:
+        result.exit_code = response.exited().exit_code();
+        result.signal = response.exited().signal();
+        break;
+      default:
+        break;
+    }
+  }
+  writer.join();
+  result.status = stream->Finish();
+  return result;
+}
+
+ExecResult Shell(llima::v1::AgentService::Stub& stub, const std::string& environment,
+                 const std::string& script) {
+  return Exec(stub, environment, {"sh", "-c", script});
+}
+
+std::string HostOutput(const std::string& command) {
+  std::string out;
+  FILE* p = popen(command.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+}  // namespace llima::testing

@@ -1,0 +1,93 @@
+#pragma once
+
+// A real llima-agent on a temporary socket and state directory, and helpers to drive it. Used by
+// the integration tests and the benchmarks; needs root.
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "llima/v1/agent.grpc.pb.h"
+
+namespace llima::testing {
+
+// A scratch directory under /tmp (mode 0755) removed with everything in it on destruction.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  const std::string& path() const { return path_; }
+  // Creates a directory (and parents) owned by uid:gid, mode 0755.
+  std::string MakeDir(const std::string& relative, uid_t uid = 0, gid_t gid = 0) const;
+
+ private:
+  std::string path_;
+};
+
+// An agent process. Stop() (also run by the destructor) deletes every environment through the
+// API, stops the agent, kills whatever is left in its cgroup subtree and unmounts its state
+// directory, so a failing test leaves nothing behind.
+class AgentProcess {
+ public:
+  explicit AgentProcess(const std::string& root_dir);
+  ~AgentProcess();
+
+  // Starts the agent and waits until it answers.
+  void Start();
+  // SIGKILL, no cleanup: what a crash looks like.
+  void Kill9();
+  // SIGTERM and wait.
+  void Terminate();
+  void Stop();
+
+  const std::string& socket_path() const { return socket_path_; }
+  const std::string& state_dir() const { return state_dir_; }
+  const std::string& cgroup_name() const { return cgroup_name_; }
+  std::string cgroup_root() const;  // empty without cgroup v2
+  std::string log() const;
+  pid_t pid() const { return pid_; }
+  llima::v1::AgentService::Stub& stub();
+
+ private:
+  std::string root_dir_;
+  std::string socket_path_;
+  std::string state_dir_;
+  std::string log_path_;
+  std::string cgroup_name_;
+  pid_t pid_ = -1;
+  std::unique_ptr<llima::v1::AgentService::Stub> stub_;
+};
+
+struct ExecResult {
+  grpc::Status status;
+  int exit_code = -1;
+  int signal = 0;
+  int pid = 0;
+  std::string out;
+  std::string err;
+};
+
+struct ExecOptions {
+  std::string stdin_data;
+  std::string working_dir;
+  std::vector<std::pair<std::string, std::string>> env;
+  bool close_stdin = true;
+};
+
+// Runs argv in `environment` through the Exec RPC and collects everything.
+ExecResult Exec(llima::v1::AgentService::Stub& stub, const std::string& environment,
+                const std::vector<std::string>& argv, const ExecOptions& options = {});
+
+// `sh -c script` in the environment.
+ExecResult Shell(llima::v1::AgentService::Stub& stub, const std::string& environment,
+                 const std::string& script);
+
+// Output of a command run on the host (through /bin/sh).
+std::string HostOutput(const std::string& command);
+
+// Path of the llima-agent binary under test.
+std::string AgentBinary();
+
+}  // namespace llima::testing

@@ -1,0 +1,446 @@
+// The environment core against a real agent, as root: isolation, identity, exec semantics,
+// idempotent create, input validation, delete and restart. Every check runs a command inside an
+// environment through the Exec RPC.
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "agent_harness.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "naming.h"
+
+namespace llima::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAreArray;
+
+constexpr uid_t kOwner = 4242;
+constexpr gid_t kOwnerGroup = 4242;
+
+std::string Trim(const std::string& s) { return std::string(absl::StripAsciiWhitespace(s)); }
+
+class EnvironmentTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_EQ(geteuid(), 0u) << "integration tests need root: they create namespaces and mounts";
+    scratch_ = new ScratchDir();
+    agent_ = new AgentProcess(scratch_->path());
+    project_a_ = scratch_->MakeDir("projects/alpha", kOwner, kOwnerGroup);
+    project_b_ = scratch_->MakeDir("projects/beta", kOwner, kOwnerGroup);
+    agent_->Start();
+    env_a_ = new std::string(CreateOrDie(project_a_));
+    env_b_ = new std::string(CreateOrDie(project_b_));
+  }
+
+  static void TearDownTestSuite() {
+    delete agent_;
+    agent_ = nullptr;
+    delete scratch_;
+    scratch_ = nullptr;
+  }
+
+  void TearDown() override {
+    if (HasFailure() && agent_ != nullptr) {
+      std::cerr << "---- agent log ----\n" << agent_->log() << "-------------------\n";
+    }
+  }
+
+  static std::string CreateOrDie(const std::string& path) {
+    auto env = Create(path);
+    if (!env.first.ok()) {
+      ADD_FAILURE() << "create " << path << ": " << env.first.error_message();
+      return "";
+    }
+    return env.second.name();
+  }
+
+  static std::pair<grpc::Status, v1::Environment> Create(const std::string& path,
+                                                         const std::string& name = "") {
+    grpc::ClientContext context;
+    v1::CreateEnvironmentRequest request;
+    request.set_project_path(path);
+    request.set_name(name);
+    v1::Environment env;
+    grpc::Status status = agent_->stub().CreateEnvironment(&context, request, &env);
+    return {status, env};
+  }
+
+  static grpc::Status Delete(const std::string& name) {
+    grpc::ClientContext context;
+    v1::DeleteEnvironmentRequest request;
+    request.set_name(name);
+    v1::DeleteEnvironmentResponse response;
+    return agent_->stub().DeleteEnvironment(&context, request, &response);
+  }
+
+  static std::vector<v1::Environment> List() {
+    grpc::ClientContext context;
+    v1::ListEnvironmentsResponse response;
+    EXPECT_TRUE(agent_->stub().ListEnvironments(&context, {}, &response).ok());
+    return {response.environments().begin(), response.environments().end()};
+  }
+
+  static ExecResult In(const std::string& env, const std::string& script) {
+    return Shell(agent_->stub(), env, script);
+  }
+
+  static std::vector<std::string> StateEntries() {
+    std::string out = HostOutput("ls -A '" + agent_->state_dir() + "/envs'");
+    return absl::StrSplit(out, '\n', absl::SkipEmpty());
+  }
+
+  static inline ScratchDir* scratch_ = nullptr;
+  static inline AgentProcess* agent_ = nullptr;
+  static inline std::string project_a_;
+  static inline std::string project_b_;
+  static inline std::string* env_a_ = nullptr;
+  static inline std::string* env_b_ = nullptr;
+};
+
+// ---- identity --------------------------------------------------------------------------------
+
+TEST_F(EnvironmentTest, WorkingDirectoryIsTheProjectPath) {
+  ExecResult r = In(*env_a_, "pwd");
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.out, project_a_ + "\n");
+}
+
+TEST_F(EnvironmentTest, ProcessesRunAsTheProjectOwner) {
+  ExecResult r = In(*env_a_, "id -u; id -g; id -G");
+  EXPECT_EQ(r.out, absl::StrCat(kOwner, "\n", kOwnerGroup, "\n", kOwnerGroup, "\n"));
+}
+
+TEST_F(EnvironmentTest, UserNameAndHomeAreTheEnvironmentName) {
+  ExecResult r = In(*env_a_, "whoami; echo $HOME; cd && pwd; hostname");
+  EXPECT_EQ(r.out, absl::StrCat(*env_a_, "\n/home/", *env_a_, "\n/home/", *env_a_, "\n", *env_a_,
+                                "\n"));
+}
+
+TEST_F(EnvironmentTest, FileWrittenInProjectAppearsOnHostWithOwner) {
+  ExecResult r = In(*env_a_, "echo written-inside > from-inside.txt");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string host_path = project_a_ + "/from-inside.txt";
+  struct stat st;
+  ASSERT_EQ(stat(host_path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, kOwner);
+  std::ifstream in(host_path);
+  std::string content;
+  std::getline(in, content);
+  EXPECT_EQ(content, "written-inside");
+}
+
+TEST_F(EnvironmentTest, NoCapabilitiesAndNoNewPrivileges) {
+  ExecResult r = In(*env_a_, "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' "
+                             "/proc/self/status");
+  EXPECT_THAT(r.out, HasSubstr("CapEff:\t0000000000000000"));
+  EXPECT_THAT(r.out, HasSubstr("CapPrm:\t0000000000000000"));
+  EXPECT_THAT(r.out, HasSubstr("CapBnd:\t0000000000000000"));
+  EXPECT_THAT(r.out, HasSubstr("CapAmb:\t0000000000000000"));
+  EXPECT_THAT(r.out, HasSubstr("NoNewPrivs:\t1"));
+}
+
+// ---- what an environment sees ----------------------------------------------------------------
+
+TEST_F(EnvironmentTest, RootContainsOnlyTheAllowedEntries) {
+  std::vector<std::string> expected = {"dev", "home", "proc", "run", "sys", "tmp", "var"};
+  for (const char* system : {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc",
+                             "opt"}) {
+    struct stat st;
+    if (lstat(absl::StrCat("/", system).c_str(), &st) == 0) expected.push_back(system);
+  }
+  ExecResult r = In(*env_a_, "ls -A /");
+  std::vector<std::string> entries = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  EXPECT_THAT(entries, UnorderedElementsAreArray(expected));
+  EXPECT_EQ(Trim(In(*env_a_, "ls -A /home").out), *env_a_);
+}
+
+TEST_F(EnvironmentTest, OtherProjectsRootStateAndSocketDoNotExist) {
+  for (const std::string& path : {project_b_, std::string("/root"), agent_->state_dir(),
+                                  agent_->socket_path(), scratch_->path() + "/run"}) {
+    ExecResult r = In(*env_a_, "test -e '" + path + "'");
+    EXPECT_EQ(r.exit_code, 1) << path << " is visible inside the environment";
+  }
+  // The host does have them, so the test above is not vacuous.
+  struct stat st;
+  EXPECT_EQ(stat(project_b_.c_str(), &st), 0);
+  EXPECT_EQ(stat(agent_->socket_path().c_str(), &st), 0);
+}
+
+TEST_F(EnvironmentTest, SystemDirectoriesAreReadOnly) {
+  for (const std::string& path : {"/etc/x", "/usr/x", "/x", "/opt/x", "/usr/local/x"}) {
+    ExecResult r = In(*env_a_, "touch " + path);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_THAT(r.err, HasSubstr("Read-only file system")) << path;
+  }
+  struct stat st;
+  EXPECT_NE(stat("/etc/x", &st), 0) << "the host's /etc was written";
+  // The synthesized identity files are read-only mounts of their own.
+  ExecResult mounts = In(*env_a_, "grep -E ' /etc/(passwd|group) ' /proc/self/mountinfo");
+  std::vector<std::string> lines = absl::StrSplit(mounts.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << mounts.out;
+  for (const std::string& line : lines) EXPECT_THAT(line, HasSubstr(" ro,")) << line;
+}
+
+TEST_F(EnvironmentTest, ProcShowsOnlyTheEnvironmentsProcesses) {
+  // A process in B that A must not see, and one in A that it must.
+  ExecResult b = In(*env_b_, "sleep 977 >/dev/null 2>&1 & echo $!");
+  ASSERT_EQ(b.exit_code, 0);
+  ExecResult a = In(*env_a_, "sleep 976 >/dev/null 2>&1 & sleep 0.1; "
+                             "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done");
+  EXPECT_THAT(a.out, HasSubstr("sleep 976"));
+  EXPECT_THAT(a.out, ::testing::Not(HasSubstr("sleep 977")));
+  EXPECT_THAT(a.out, ::testing::Not(HasSubstr("llima-agent --socket")));
+  // The host sees both.
+  std::string host = HostOutput("ps -eo args");
+  EXPECT_THAT(host, HasSubstr("sleep 977"));
+  In(*env_a_, "pkill -f 'sleep 976'");
+  In(*env_b_, "pkill -f 'sleep 977'");
+}
+
+TEST_F(EnvironmentTest, TmpAndShmArePrivateAndSharedByAllShellsOfOneEnvironment) {
+  ASSERT_EQ(In(*env_a_, "echo a > /tmp/mark && echo a > /dev/shm/mark && echo a > /var/tmp/mark")
+                .exit_code,
+            0);
+  EXPECT_EQ(In(*env_a_, "cat /tmp/mark /dev/shm/mark /var/tmp/mark").out, "a\na\na\n");
+  EXPECT_EQ(In(*env_b_, "test -e /tmp/mark || test -e /dev/shm/mark || test -e /var/tmp/mark")
+                .exit_code,
+            1);
+  struct stat st;
+  EXPECT_NE(stat("/dev/shm/mark", &st), 0) << "the VM's /dev/shm was written";
+}
+
+TEST_F(EnvironmentTest, DevHasOnlyTheMinimalNodesAndItsOwnPtys) {
+  ExecResult r = In(*env_a_, "ls -A /dev | tr '\\n' ' '; echo; ls -A /dev/pts | tr '\\n' ' '");
+  EXPECT_THAT(r.out, HasSubstr("null"));
+  EXPECT_THAT(r.out, HasSubstr("urandom"));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("vda")));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("mem ")));
+  EXPECT_EQ(In(*env_a_, "head -c 4 /dev/zero | od -An -tx1").out, " 00 00 00 00\n");
+}
+
+// ---- exec ------------------------------------------------------------------------------------
+
+TEST_F(EnvironmentTest, ExitCodesAreReportedExactly) {
+  for (int code : {0, 1, 42}) {
+    ExecResult r = In(*env_a_, absl::StrCat("exit ", code));
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.exit_code, code);
+    EXPECT_EQ(r.signal, 0);
+  }
+}
+
+TEST_F(EnvironmentTest, DeathBySignalIsReported) {
+  ExecResult r = In(*env_a_, "kill -9 $$");
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.signal, 9);
+  EXPECT_EQ(r.exit_code, 128 + 9);
+}
+
+TEST_F(EnvironmentTest, StdoutAndStderrStaySeparate) {
+  ExecResult r = In(*env_a_, "echo out1; echo err1 >&2; echo out2; echo err2 >&2");
+  EXPECT_EQ(r.out, "out1\nout2\n");
+  EXPECT_EQ(r.err, "err1\nerr2\n");
+}
+
+TEST_F(EnvironmentTest, TenMebibytesOfStdinComeBackUnchanged) {
+  std::string data(10 << 20, '\0');
+  uint32_t x = 12345;
+  for (char& c : data) {
+    x = x * 1103515245 + 12345;
+    c = static_cast<char>(x >> 24);
+  }
+  ExecResult r = Exec(agent_->stub(), *env_a_, {"cat"}, {.stdin_data = data});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.size(), data.size());
+  EXPECT_TRUE(r.out == data) << "stdout differs from stdin";
+}
+
+TEST_F(EnvironmentTest, ArgvIsPassedWithoutShellRequoting) {
+  ExecResult r = Exec(agent_->stub(), *env_a_,
+                      {"printf", "[%s]\\n", "a b", "$HOME", "'q'", "*", ""});
+  EXPECT_EQ(r.out, "[a b]\n[$HOME]\n['q']\n[*]\n[]\n");
+}
+
+TEST_F(EnvironmentTest, EnvironmentVariablesAndWorkingDirectoryAreApplied) {
+  ExecResult r = Exec(agent_->stub(), *env_a_, {"sh", "-c", "echo $GREETING; pwd"},
+                      {.working_dir = "/tmp", .env = {{"GREETING", "hello there"}}});
+  EXPECT_EQ(r.out, "hello there\n/tmp\n");
+}
+
+TEST_F(EnvironmentTest, StdinIsClosedWhenRequested) {
+  ExecResult r = Exec(agent_->stub(), *env_a_, {"wc", "-c"}, {.stdin_data = "12345"});
+  EXPECT_EQ(Trim(r.out), "5");
+}
+
+TEST_F(EnvironmentTest, MissingProgramExitsWith127AndAMessage) {
+  ExecResult r = Exec(agent_->stub(), *env_a_, {"no-such-program-here"});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.exit_code, 127);
+  EXPECT_THAT(r.err, HasSubstr("no-such-program-here"));
+}
+
+TEST_F(EnvironmentTest, BadExecRequestsGetClearErrors) {
+  ExecResult unknown = Exec(agent_->stub(), "no-such-env-0000", {"true"});
+  EXPECT_EQ(unknown.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  ExecResult empty = Exec(agent_->stub(), *env_a_, {});
+  EXPECT_EQ(empty.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ExecResult bad_dir = Exec(agent_->stub(), *env_a_, {"true"}, {.working_dir = "/nonexistent"});
+  EXPECT_EQ(bad_dir.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(bad_dir.status.error_message(), HasSubstr("/nonexistent"));
+}
+
+// ---- create ----------------------------------------------------------------------------------
+
+TEST_F(EnvironmentTest, CreatingTheSamePathTwiceReturnsTheSameEnvironment) {
+  auto first = Create(project_a_);
+  auto again = Create(project_a_ + "/");
+  ASSERT_TRUE(first.first.ok() && again.first.ok());
+  EXPECT_EQ(first.second.name(), *env_a_);
+  EXPECT_EQ(again.second.name(), *env_a_);
+  EXPECT_EQ(again.second.created_at().seconds(), first.second.created_at().seconds());
+  EXPECT_EQ(first.second.state(), v1::Environment::STATE_RUNNING);
+}
+
+TEST_F(EnvironmentTest, NameFollowsTheDerivationRule) {
+  EXPECT_EQ(*env_a_, *DeriveEnvironmentName(project_a_));
+  EXPECT_EQ(env_a_->rfind("alpha-", 0), 0u);
+}
+
+TEST_F(EnvironmentTest, InvalidProjectPathsAreRefusedAndLeaveNoState) {
+  std::string file = scratch_->path() + "/projects/file";
+  std::ofstream(file) << "x";
+  chown(file.c_str(), kOwner, kOwnerGroup);
+  std::string root_owned = scratch_->MakeDir("projects/root-owned", 0, 0);
+  std::string link = scratch_->path() + "/projects/link";
+  symlink(project_a_.c_str(), link.c_str());
+
+  struct Case {
+    std::string path;
+    grpc::StatusCode code;
+    std::string message;
+  };
+  std::vector<Case> cases = {
+      {"relative/path", grpc::StatusCode::INVALID_ARGUMENT, "relative"},
+      {scratch_->path() + "/projects/../projects/alpha", grpc::StatusCode::INVALID_ARGUMENT,
+       ".."},
+      {std::string("/tmp/a\0b", 8), grpc::StatusCode::INVALID_ARGUMENT, "NUL"},
+      {scratch_->path() + "/projects/missing", grpc::StatusCode::FAILED_PRECONDITION,
+       "does not exist"},
+      {file, grpc::StatusCode::FAILED_PRECONDITION, "not a directory"},
+      {root_owned, grpc::StatusCode::FAILED_PRECONDITION, "owned by root"},
+      {link, grpc::StatusCode::FAILED_PRECONDITION, "symbolic link"},
+      {"", grpc::StatusCode::INVALID_ARGUMENT, "empty"},
+      {"/proc/self", grpc::StatusCode::FAILED_PRECONDITION, "/proc"},
+  };
+  std::vector<std::string> state_before = StateEntries();
+  size_t count_before = List().size();
+  for (const Case& c : cases) {
+    auto result = Create(c.path);
+    EXPECT_EQ(result.first.error_code(), c.code) << c.path << ": " << result.first.error_message();
+    EXPECT_THAT(result.first.error_message(), HasSubstr(c.message)) << c.path;
+  }
+  EXPECT_EQ(StateEntries(), state_before);
+  EXPECT_EQ(List().size(), count_before);
+}
+
+TEST_F(EnvironmentTest, ADifferentPathMappingToATakenNameIsRefused) {
+  // Find two project paths whose derived names collide (4 hex digits: a few hundred tries).
+  std::map<std::string, std::string> seen;
+  std::string first, second;
+  for (int i = 0; i < 100000 && second.empty(); ++i) {
+    std::string path = absl::StrCat(scratch_->path(), "/collide/", i, "/app");
+    std::string name = *DeriveEnvironmentName(path);
+    auto [it, inserted] = seen.emplace(name, path);
+    if (!inserted) {
+      first = it->second;
+      second = path;
+    }
+  }
+  ASSERT_FALSE(second.empty());
+  scratch_->MakeDir(first.substr(scratch_->path().size() + 1), kOwner, kOwnerGroup);
+  scratch_->MakeDir(second.substr(scratch_->path().size() + 1), kOwner, kOwnerGroup);
+  auto created = Create(first);
+  ASSERT_TRUE(created.first.ok()) << created.first.error_message();
+  auto refused = Create(second);
+  EXPECT_EQ(refused.first.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(refused.first.error_message(), HasSubstr(created.second.name()));
+  EXPECT_THAT(refused.first.error_message(), HasSubstr(first));
+  // With a name of its own it works.
+  auto named = Create(second, "collision-two");
+  ASSERT_TRUE(named.first.ok()) << named.first.error_message();
+  EXPECT_EQ(named.second.name(), "collision-two");
+  EXPECT_TRUE(Delete(created.second.name()).ok());
+  EXPECT_TRUE(Delete("collision-two").ok());
+}
+
+TEST_F(EnvironmentTest, GetFindsByNameAndByPath) {
+  grpc::ClientContext c1;
+  v1::GetEnvironmentRequest by_path;
+  by_path.set_project_path(project_b_);
+  v1::Environment env;
+  ASSERT_TRUE(agent_->stub().GetEnvironment(&c1, by_path, &env).ok());
+  EXPECT_EQ(env.name(), *env_b_);
+  grpc::ClientContext c2;
+  v1::GetEnvironmentRequest missing;
+  missing.set_name("missing-0000");
+  EXPECT_EQ(agent_->stub().GetEnvironment(&c2, missing, &env).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+// ---- delete and restart ----------------------------------------------------------------------
+
+TEST_F(EnvironmentTest, DeleteRemovesEverythingButTheProject) {
+  std::string project = scratch_->MakeDir("projects/doomed", kOwner, kOwnerGroup);
+  std::ofstream(project + "/keep.txt") << "precious";
+  auto created = Create(project);
+  ASSERT_TRUE(created.first.ok()) << created.first.error_message();
+  std::string name = created.second.name();
+  ASSERT_EQ(In(name, "echo home > ~/file; sleep 975 >/dev/null 2>&1 &").exit_code, 0);
+  ASSERT_THAT(HostOutput("ps -eo args"), HasSubstr("sleep 975"));
+  std::string cgroup = agent_->cgroup_root().empty() ? "" : agent_->cgroup_root() + "/" + name;
+  struct stat st;
+  if (!cgroup.empty()) ASSERT_EQ(stat(cgroup.c_str(), &st), 0);
+
+  ASSERT_TRUE(Delete(name).ok());
+
+  EXPECT_THAT(HostOutput("ps -eo args"), ::testing::Not(HasSubstr("sleep 975")));
+  EXPECT_THAT(HostOutput("cat /proc/self/mountinfo"), ::testing::Not(HasSubstr(name)));
+  if (!cgroup.empty()) EXPECT_NE(stat(cgroup.c_str(), &st), 0) << cgroup << " remains";
+  EXPECT_NE(stat((agent_->state_dir() + "/envs/" + name).c_str(), &st), 0);
+  std::ifstream kept(project + "/keep.txt");
+  std::string content;
+  std::getline(kept, content);
+  EXPECT_EQ(content, "precious");
+  EXPECT_EQ(Delete(name).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Exec(agent_->stub(), name, {"true"}).status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(EnvironmentTest, EnvironmentsSurviveAKilledAgent) {
+  ASSERT_EQ(In(*env_a_, "sleep 974 >/dev/null 2>&1 & echo before > /tmp/restart").exit_code, 0);
+  agent_->Kill9();
+  agent_->Start();
+  std::vector<v1::Environment> envs = List();
+  std::set<std::string> names;
+  for (const auto& e : envs) names.insert(e.name());
+  EXPECT_TRUE(names.count(*env_a_) && names.count(*env_b_));
+  for (const auto& e : envs) EXPECT_EQ(e.state(), v1::Environment::STATE_RUNNING) << e.name();
+  ExecResult r = In(*env_a_, "cat /tmp/restart; pgrep -f 'sleep 974' >/dev/null && echo alive");
+  EXPECT_EQ(r.out, "before\nalive\n");
+  EXPECT_THAT(agent_->log(), HasSubstr("adopt env=" + *env_a_));
+  In(*env_a_, "pkill -f 'sleep 974'");
+}
+
+}  // namespace
+}  // namespace llima::testing
