@@ -99,12 +99,11 @@ void RunExecChild(const internal::SpawnExec& spec, const std::vector<int>& recei
   // The error pipe goes to a fixed descriptor first so that Fail() can always reach it.
   if (dup3(fds[kExecErrorPipe], kErrorFd, O_CLOEXEC) < 0) _exit(126);
 
-  // Signal state is inherited across execve: undo the fork server's blocked SIGCHLD and the
-  // agent's ignored SIGPIPE.
+  // The signal mask is inherited across execve: undo the fork server's blocked SIGCHLD.
+  // (Dispositions are already the defaults: the fork server reset them.)
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-  for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
 
   if (setns(fds[kExecMountNs], CLONE_NEWNS) != 0) Fail("enter the mount namespace");
   if (setns(fds[kExecIpcNs], CLONE_NEWIPC) != 0) Fail("enter the ipc namespace");

@@ -57,9 +57,19 @@ bool SendMessage(int sock, const google::protobuf::MessageLite& message,
   return false;
 }
 
-// Receives one message and its descriptors. Returns the message size, 0 at end of stream,
-// -1 on error (errno set). Descriptors arrive close-on-exec.
+// Receives one message and its descriptors into `buffer`, grown to fit. Returns the message
+// size, 0 at end of stream, -1 on error (errno set). Descriptors arrive close-on-exec.
 ssize_t ReceiveMessage(int sock, std::vector<char>& buffer, std::vector<UniqueFd>* fds) {
+  ssize_t size;
+  do {
+    size = recv(sock, nullptr, 0, MSG_PEEK | MSG_TRUNC);
+  } while (size < 0 && errno == EINTR);
+  if (size <= 0) return size;
+  if (static_cast<size_t>(size) > kMaxForkServerMessage) {
+    errno = EMSGSIZE;
+    return -1;
+  }
+  if (buffer.size() < static_cast<size_t>(size)) buffer.resize(static_cast<size_t>(size));
   iovec iov{buffer.data(), buffer.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -107,9 +117,14 @@ pid_t NamespacePid(pid_t pid) {
 
 class Server {
  public:
-  explicit Server(int sock) : sock_(sock), buffer_(kMaxForkServerMessage) {}
+  explicit Server(int sock) : sock_(sock), buffer_(64 * 1024) {}
 
   [[noreturn]] void Run() {
+    // Children inherit signal dispositions across execve; give them defaults once, here
+    // (a service manager may have started the agent with SIGPIPE ignored).
+    for (int sig = 1; sig < NSIG; ++sig) {
+      if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+    }
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -135,8 +150,10 @@ class Server {
         ssize_t n = ReceiveMessage(sock_, buffer_, &fds);
         if (n == 0) _exit(0);  // the agent is gone
         if (n < 0) {
-          if (errno == EMSGSIZE) continue;  // the agent checks sizes; drop a bad request
-          _exit(1);
+          if (errno != EMSGSIZE) _exit(1);
+          // The agent checks sizes first; drop an oversized request rather than die.
+          recv(sock_, nullptr, 0, MSG_TRUNC);
+          continue;
         }
         internal::ForkServerRequest request;
         if (!request.ParseFromArray(buffer_.data(), static_cast<int>(n))) continue;
