@@ -20,6 +20,7 @@
 #include "cgroup.h"
 #include "environment_manager.h"
 #include "environment_store.h"
+#include "fault_injection.h"
 #include "fork_server.h"
 #include "log.h"
 #include "posix_error.h"
@@ -111,6 +112,8 @@ int Run(int argc, char** argv) {
     fprintf(stderr, "llima-agent: --cgroup-name must be a single directory name\n");
     return 2;
   }
+
+  ConfigureFaultInjection();
 
   // Before any thread exists: the fork server must be a copy of a single-threaded process.
   absl::StatusOr<std::unique_ptr<ForkServer>> fork_server = ForkServer::Start();

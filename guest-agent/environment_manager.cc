@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
+#include "fault_injection.h"
 #include "identity.h"
 #include "log.h"
 #include "mount_plan.h"
@@ -199,12 +200,15 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
   if (auto s = store_.CreateEnvironmentDirectory(name, record.uid(), record.gid()); !s.ok()) {
     return s;
   }
+  if (auto s = InjectedFault("create:directory"); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<LiveEnvironment>> live =
       StartNamespaces(std::move(record), project->get());
   if (!live.ok()) return live.status();
-  if (auto s = store_.WriteRecord((*live)->record); !s.ok()) {
+  absl::Status written = InjectedFault("create:record");
+  if (written.ok()) written = store_.WriteRecord((*live)->record);
+  if (!written.ok()) {
     (void)StopNamespaces(name, (*live)->init_pidfd.get());
-    return s;
+    return written;
   }
   committed = true;
   std::shared_ptr<LiveEnvironment> env = std::move(*live);
@@ -224,6 +228,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
     if (!fd.ok()) return fd.status();
     cgroup = std::move(*fd);
   }
+  if (auto s = InjectedFault("create:cgroup"); !s.ok()) return s;
   std::string home = store_.HomePath(name);
   UniqueFd home_fd(open(home.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!home_fd) return PosixError(errno, absl::StrCat("open ", home));
@@ -257,6 +262,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
         absl::StrCat("the environment's init (pid ", init->pid, ") exited during setup"));
   }
   absl::Cleanup kill_init = [&] { (void)StopNamespaces(name, env->init_pidfd.get()); };
+  if (auto s = InjectedFault("create:init"); !s.ok()) return s;
 
   char answer[512];
   pollfd p{ready_read.get(), POLLIN, 0};
@@ -278,6 +284,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   if (mount(ns_path.c_str(), pin.c_str(), nullptr, MS_BIND, nullptr) != 0) {
     return PosixError(errno, absl::StrCat("pin the mount namespace at ", pin));
   }
+  if (auto s = InjectedFault("create:pin"); !s.ok()) return s;
   env->mnt_ns.reset(open(pin.c_str(), O_RDONLY | O_CLOEXEC));
   if (!env->mnt_ns) return PosixError(errno, absl::StrCat("open ", pin));
   for (auto [fd, type] : {std::pair{&env->pid_ns, "pid"}, {&env->ipc_ns, "ipc"},

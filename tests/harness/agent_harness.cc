@@ -110,7 +110,8 @@ std::string AgentProcess::cgroup_root() const {
   return mount ? *mount + "/" + cgroup_name_ : "";
 }
 
-void AgentProcess::Start() {
+void AgentProcess::Start(const std::vector<std::string>& extra_args,
+                         const std::vector<std::string>& extra_env) {
   Check(pid_ < 0, "agent already running");
   unlink(socket_path_.c_str());  // a killed agent leaves its socket behind
   pid_ = fork();
@@ -122,8 +123,15 @@ void AgentProcess::Start() {
     dup2(null, 0);
     dup2(null, 1);
     std::string bin = AgentBinary();
-    execl(bin.c_str(), "llima-agent", "--socket", socket_path_.c_str(), "--state-dir",
-          state_dir_.c_str(), "--cgroup-name", cgroup_name_.c_str(), nullptr);
+    std::vector<std::string> args = {"llima-agent",      "--socket",     socket_path_,
+                                     "--state-dir",      state_dir_,     "--cgroup-name",
+                                     cgroup_name_};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (const std::string& e : extra_env) putenv(const_cast<char*>(e.c_str()));
+    execv(bin.c_str(), argv.data());
     _exit(127);
   }
   // Connect only once the socket exists: a channel that fails to connect backs off for seconds.

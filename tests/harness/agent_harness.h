@@ -34,8 +34,10 @@ class AgentProcess {
   explicit AgentProcess(const std::string& root_dir);
   ~AgentProcess();
 
-  // Starts the agent and waits until it answers.
-  void Start();
+  // Starts the agent and waits until it answers. `extra_args` are appended to its command
+  // line, `extra_env` ("NAME=value") added to its environment.
+  void Start(const std::vector<std::string>& extra_args = {},
+             const std::vector<std::string>& extra_env = {});
   // SIGKILL, no cleanup: what a crash looks like.
   void Kill9();
   // SIGTERM and wait.

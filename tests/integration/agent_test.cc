@@ -1,0 +1,223 @@
+// The agent process itself: its socket, health service, log, rollback of failed creates, and
+// the llima-box command line against it.
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "agent_harness.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace llima::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+
+constexpr uid_t kOwner = 4242;
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "integration tests need root";
+    agent_ = std::make_unique<AgentProcess>(scratch_.path());
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "---- agent log ----\n" << agent_->log();
+    agent_.reset();
+  }
+
+  grpc::Status Create(const std::string& path, v1::Environment* env) {
+    grpc::ClientContext context;
+    v1::CreateEnvironmentRequest request;
+    request.set_project_path(path);
+    return agent_->stub().CreateEnvironment(&context, request, env);
+  }
+
+  // What a failed operation may not leave behind.
+  void ExpectNoTraceOf(const std::string& name) {
+    struct stat st;
+    EXPECT_NE(stat((agent_->state_dir() + "/envs/" + name).c_str(), &st), 0)
+        << "state directory of " << name << " remains";
+    if (!agent_->cgroup_root().empty()) {
+      EXPECT_NE(stat((agent_->cgroup_root() + "/" + name).c_str(), &st), 0)
+          << "cgroup of " << name << " remains";
+    }
+    EXPECT_THAT(HostOutput("cat /proc/self/mountinfo"), ::testing::Not(HasSubstr(name)));
+    EXPECT_THAT(HostOutput("ps -eo args"), ::testing::Not(HasSubstr("llima-init " + name)));
+  }
+
+  ScratchDir scratch_;
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+TEST_F(AgentTest, SocketIsPrivateToItsOwner) {
+  agent_->Start({"--socket-owner", std::to_string(kOwner)});
+  struct stat st;
+  ASSERT_EQ(stat(agent_->socket_path().c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(st.st_uid, kOwner);
+  std::string dir = scratch_.path() + "/run";
+  ASSERT_EQ(stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 022, 0u);
+  struct stat state;
+  ASSERT_EQ(stat(agent_->state_dir().c_str(), &state), 0);
+  EXPECT_EQ(state.st_mode & 0777, 0700u);
+}
+
+TEST_F(AgentTest, RefusesASocketDirectoryOthersCanWrite) {
+  std::string dir = scratch_.MakeDir("run", kOwner, kOwner);
+  AgentProcess other(scratch_.path());
+  try {
+    other.Start();
+    FAIL() << "the agent started with a socket directory owned by uid " << kOwner;
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("must be a directory owned by root"));
+  }
+}
+
+TEST_F(AgentTest, ServesTheStandardHealthService) {
+  agent_->Start();
+  auto channel =
+      grpc::CreateChannel("unix:" + agent_->socket_path(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub generic(channel);
+  grpc::ClientContext context;
+  grpc::ByteBuffer request;  // HealthCheckRequest{} encodes to nothing
+  grpc::Slice empty("");
+  request = grpc::ByteBuffer(&empty, 1);
+  grpc::ByteBuffer response;
+  grpc::CompletionQueue cq;
+  std::unique_ptr<grpc::GenericClientAsyncResponseReader> call = generic.PrepareUnaryCall(
+      &context, "/grpc.health.v1.Health/Check", request, &cq);
+  call->StartCall();
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag;
+  bool ok;
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2)) << "status is not SERVING";
+}
+
+TEST_F(AgentTest, LogsOneLinePerOperation) {
+  agent_->Start();
+  std::string project = scratch_.MakeDir("projects/logged", kOwner, kOwner);
+  v1::Environment env;
+  ASSERT_TRUE(Create(project, &env).ok());
+  Shell(agent_->stub(), env.name(), "exit 3");
+  std::string log = agent_->log();
+  EXPECT_THAT(log, ::testing::ContainsRegex("create env=" + env.name() + " path=" + project +
+                                          " [0-9.]+ms OK"));
+  EXPECT_THAT(log, ::testing::ContainsRegex("exec env=" + env.name() + " pid=[0-9]+ argv0=sh "
+                                          "[0-9.]+ms OK"));
+  v1::Environment ignored;
+  Create("relative", &ignored);
+  EXPECT_THAT(agent_->log(), ::testing::ContainsRegex("create path=relative [0-9.]+ms "
+                                                    "INVALID_ARGUMENT: .*relative"));
+}
+
+class FailedCreateTest : public AgentTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(FailedCreateTest, FailureAtAnyStepIsRolledBack) {
+  agent_->Start({}, {"LLIMA_AGENT_FAIL_AT=" + GetParam()});
+  std::string project = scratch_.MakeDir("projects/rollback", kOwner, kOwner);
+  std::ofstream(project + "/keep") << "data";
+  v1::Environment env;
+  grpc::Status status = Create(project, &env);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_THAT(status.error_message(), HasSubstr("injected failure at " + GetParam()));
+  std::string name = "rollback-";  // the prefix suffices: nothing of the name may remain
+  ExpectNoTraceOf(name);
+  std::string entries = HostOutput("ls -A '" + agent_->state_dir() + "/envs'");
+  EXPECT_EQ(entries, "");
+  std::ifstream kept(project + "/keep");
+  std::string content;
+  std::getline(kept, content);
+  EXPECT_EQ(content, "data");
+  grpc::ClientContext context;
+  v1::ListEnvironmentsResponse list;
+  ASSERT_TRUE(agent_->stub().ListEnvironments(&context, {}, &list).ok());
+  EXPECT_EQ(list.environments_size(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryStep, FailedCreateTest,
+                         ::testing::Values("create:directory", "create:cgroup", "create:init",
+                                           "create:pin", "create:record"),
+                         [](const auto& info) {
+                           std::string name = info.param.substr(info.param.find(':') + 1);
+                           return name;
+                         });
+
+// ---- llima-box -------------------------------------------------------------------------------
+
+class CliTest : public AgentTest {
+ protected:
+  struct Result {
+    int code;
+    std::string out;
+  };
+  Result Cli(const std::string& args, bool use_env_var = true) {
+    std::string prefix = use_env_var ? "LLIMA_BOX_SOCKET='" + agent_->socket_path() + "' " : "";
+    std::string flag = use_env_var ? "" : " --socket '" + agent_->socket_path() + "'";
+    std::string command =
+        absl::StrCat(prefix, "'", LLIMA_BOX_BINARY, "'", flag, " ", args, " </dev/null 2>&1");
+    FILE* p = popen(command.c_str(), "r");
+    Result r{-1, ""};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+    int status = pclose(p);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+  }
+};
+
+TEST_F(CliTest, CreateListExecDelete) {
+  agent_->Start();
+  std::string project = scratch_.MakeDir("projects/cli-app", kOwner, kOwner);
+  Result created = Cli("create " + project);
+  ASSERT_EQ(created.code, 0) << created.out;
+  std::string name = std::string(absl::StripTrailingAsciiWhitespace(created.out));
+  EXPECT_THAT(name, MatchesRegex("cli-app-[0-9a-f]{4}"));
+
+  Result listed = Cli("list", /*use_env_var=*/false);
+  EXPECT_EQ(listed.code, 0);
+  EXPECT_THAT(listed.out, HasSubstr(name));
+  EXPECT_THAT(listed.out, HasSubstr(project));
+  EXPECT_THAT(listed.out, HasSubstr("running"));
+  EXPECT_THAT(Cli("list --json").out, HasSubstr("\"name\":\"" + name + "\""));
+
+  Result ran = Cli("exec " + name + " -- sh -c 'echo inside $(whoami); exit 7'");
+  EXPECT_EQ(ran.code, 7);
+  EXPECT_EQ(ran.out, "inside " + name + "\n");
+  EXPECT_EQ(Cli("exec " + name + " -- sh -c 'kill -TERM $$'").code, 128 + 15);
+
+  Result deleted = Cli("delete " + name);
+  EXPECT_EQ(deleted.code, 0) << deleted.out;
+  Result missing = Cli("exec " + name + " -- true");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_THAT(missing.out, HasSubstr("no environment named " + name));
+}
+
+TEST_F(CliTest, ExplainsAnUnreachableAgent) {
+  Result r = Cli("list");  // no agent started
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("cannot reach llima-agent at " + agent_->socket_path()));
+}
+
+}  // namespace
+}  // namespace llima::testing
