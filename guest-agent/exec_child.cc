@@ -11,9 +11,10 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "posix_error.h"
 #include "syscalls.h"
 
 namespace llima {
@@ -21,6 +22,8 @@ namespace {
 
 constexpr int kErrorFd = 3;
 constexpr int kFirstMovedFd = 10;
+
+// From here on nothing allocates: the memory belongs to the fork server.
 
 [[noreturn]] void Fail(const char* step) {
   ExecSetupError error{};
@@ -30,13 +33,18 @@ constexpr int kFirstMovedFd = 10;
   _exit(126);
 }
 
+void WriteText(int fd, const char* text) { WriteAll(fd, text, strlen(text)); }
+
 // Drops every capability from the bounding set, then becomes uid/gid with no supplementary
 // groups. Changing all uids away from 0 clears the permitted, effective and ambient sets.
 void DropPrivileges(uid_t uid, gid_t gid) {
   for (int cap = 0; cap <= 63; ++cap) {
-    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) Fail("drop capabilities");
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+      if (errno == EINVAL) break;  // past the last capability this kernel knows
+      Fail("drop capabilities");
+    }
   }
-  // Raw system calls: glibc's wrappers would try to synchronize threads this process lacks.
+  // Raw system calls: glibc's wrappers would try to synchronize threads of the fork server.
   if (syscall(SYS_setgroups, 0, nullptr) != 0) Fail("clear supplementary groups");
   if (syscall(SYS_setresgid, gid, gid, gid) != 0) Fail("set group id");
   if (syscall(SYS_setresuid, uid, uid, uid) != 0) Fail("set user id");
@@ -52,53 +60,82 @@ void DropPrivileges(uid_t uid, gid_t gid) {
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) Fail("set no_new_privs");
 }
 
-[[noreturn]] void Execute(const internal::SpawnExec& spec) {
-  std::vector<char*> argv;
-  for (const std::string& arg : spec.argv()) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (const std::string& var : spec.envp()) envp.push_back(const_cast<char*>(var.c_str()));
-  envp.push_back(nullptr);
-
-  const std::string& program = spec.argv(0);
+[[noreturn]] void Execute(const ExecChildPlan& plan) {
   int error = ENOENT;
-  if (program.find('/') != std::string::npos) {
-    execve(program.c_str(), argv.data(), envp.data());
-    error = errno;
-  } else {
-    bool saw_eacces = false;
-    for (absl::string_view dir : absl::StrSplit(spec.search_path(), ':')) {
-      std::string candidate = dir.empty() ? program : std::string(dir) + "/" + program;
-      execve(candidate.c_str(), argv.data(), envp.data());
-      if (errno == EACCES) saw_eacces = true;
-      else if (errno != ENOENT && errno != ENOTDIR) {
-        error = errno;
-        break;
-      }
+  bool saw_eacces = false;
+  for (const std::string& candidate : plan.candidates) {
+    execve(candidate.c_str(), plan.argv.data(), plan.envp.data());
+    if (errno == EACCES) {
+      saw_eacces = true;
+    } else if (errno != ENOENT && errno != ENOTDIR) {
+      error = errno;
+      break;
     }
-    if (error == ENOENT && saw_eacces) error = EACCES;
   }
-  std::string message = error == ENOENT && program.find('/') == std::string::npos
-                            ? program + ": command not found\n"
-                            : program + ": " + strerror(error) + "\n";
-  WriteAll(STDERR_FILENO, message.data(), message.size());
+  if (error == ENOENT && saw_eacces) error = EACCES;
+  WriteText(STDERR_FILENO, plan.argv[0]);
+  if (error == ENOENT && plan.searched_path) {
+    WriteText(STDERR_FILENO, ": command not found\n");
+  } else {
+    WriteText(STDERR_FILENO, ": ");
+    WriteText(STDERR_FILENO, strerror(error));
+    WriteText(STDERR_FILENO, "\n");
+  }
   _exit(error == ENOENT ? 127 : 126);
 }
 
 }  // namespace
 
-void RunExecChild(const internal::SpawnExec& spec, const std::vector<int>& received) {
+absl::StatusOr<ExecChildPlan> PrepareExecChild(const internal::SpawnExec& spec,
+                                               const std::vector<int>& fds) {
+  if (fds.size() < kExecErrorPipe + 1 || fds.size() > kExecFdCount) {
+    return absl::InvalidArgumentError("exec request with a wrong number of descriptors");
+  }
+  if (spec.argv().empty()) return absl::InvalidArgumentError("exec request without argv");
+  ExecChildPlan plan;
+  for (size_t i = 0; i < fds.size(); ++i) plan.fds[i] = fds[i];
+  if (fds.size() > kExecCgroup) {
+    plan.cgroup_procs = openat(fds[kExecCgroup], "cgroup.procs", O_WRONLY | O_CLOEXEC);
+    if (plan.cgroup_procs < 0) return PosixError(errno, "open the cgroup's cgroup.procs");
+  }
+  plan.uid = spec.uid();
+  plan.gid = spec.gid();
+  plan.working_dir = spec.working_dir();
+  plan.argv_storage.assign(spec.argv().begin(), spec.argv().end());
+  plan.envp_storage.assign(spec.envp().begin(), spec.envp().end());
+  for (std::string& arg : plan.argv_storage) plan.argv.push_back(arg.data());
+  plan.argv.push_back(nullptr);
+  for (std::string& var : plan.envp_storage) plan.envp.push_back(var.data());
+  plan.envp.push_back(nullptr);
+  const std::string& program = spec.argv(0);
+  if (program.find('/') != std::string::npos) {
+    plan.candidates.push_back(program);
+  } else {
+    plan.searched_path = true;
+    for (absl::string_view dir : absl::StrSplit(spec.search_path(), ':')) {
+      plan.candidates.push_back(dir.empty() ? program : absl::StrCat(dir, "/", program));
+    }
+  }
+  return plan;
+}
+
+int ExecChildMain(void* arg) {
+  const ExecChildPlan& plan = *static_cast<const ExecChildPlan*>(arg);
   // Move every received descriptor above the standard ones and the error pipe's slot, so the
-  // dup2 calls below cannot clobber one that is still needed.
-  std::vector<int> fds;
-  for (int fd : received) {
-    int moved = fcntl(fd, F_DUPFD_CLOEXEC, kFirstMovedFd);
-    if (moved < 0) _exit(126);
-    fds.push_back(moved);
+  // dup2 calls below cannot clobber one that is still needed. (The descriptor table is the
+  // child's own: no CLONE_FILES.)
+  int fds[kExecFdCount];
+  for (int i = 0; i < kExecFdCount; ++i) {
+    fds[i] = plan.fds[i] < 0 ? -1 : fcntl(plan.fds[i], F_DUPFD_CLOEXEC, kFirstMovedFd);
+    if (plan.fds[i] >= 0 && fds[i] < 0) _exit(126);
   }
   // The error pipe goes to a fixed descriptor first so that Fail() can always reach it.
   if (dup3(fds[kExecErrorPipe], kErrorFd, O_CLOEXEC) < 0) _exit(126);
 
+  // Join the environment's cgroup before anything else runs in this process.
+  if (plan.cgroup_procs >= 0 && write(plan.cgroup_procs, "0", 1) != 1) {
+    Fail("join the environment's cgroup");
+  }
   // The signal mask is inherited across execve: undo the fork server's blocked SIGCHLD.
   // (Dispositions are already the defaults: the fork server reset them.)
   sigset_t none;
@@ -110,7 +147,6 @@ void RunExecChild(const internal::SpawnExec& spec, const std::vector<int>& recei
   if (setns(fds[kExecUtsNs], CLONE_NEWUTS) != 0) Fail("enter the uts namespace");
   if (setsid() < 0) Fail("start a session");
 
-  // Standard streams.
   if (dup2(fds[kExecStdin], STDIN_FILENO) < 0 || dup2(fds[kExecStdout], STDOUT_FILENO) < 0 ||
       dup2(fds[kExecStderr], STDERR_FILENO) < 0) {
     Fail("set up standard streams");
@@ -118,10 +154,10 @@ void RunExecChild(const internal::SpawnExec& spec, const std::vector<int>& recei
   // Nothing else of the agent's may reach the program.
   if (close_range(kErrorFd + 1, ~0U, 0) != 0) Fail("close inherited descriptors");
 
-  DropPrivileges(spec.uid(), spec.gid());
+  DropPrivileges(plan.uid, plan.gid);
   // After dropping privileges, so the directory is checked with the user's permissions.
-  if (chdir(spec.working_dir().c_str()) != 0) Fail("change to the working directory");
-  Execute(spec);
+  if (chdir(plan.working_dir.c_str()) != 0) Fail("change to the working directory");
+  Execute(plan);
 }
 
 }  // namespace llima

@@ -1,7 +1,11 @@
 #pragma once
 
+#include <sys/types.h>
+
+#include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "llima/internal/agent_internal.pb.h"
 
 namespace llima {
@@ -17,6 +21,7 @@ enum ExecFd {
   kExecStderr = 6,
   kExecErrorPipe = 7,
   kExecCgroup = 8,  // optional
+  kExecFdCount = 9,
 };
 
 // What the error pipe carries when entering the environment fails before execve.
@@ -25,11 +30,34 @@ struct ExecSetupError {
   char step[240];
 };
 
-// The body of a process forked by the fork server into an environment's pid namespace: enters
-// the other namespaces, drops to the environment identity without any capability, and executes
-// the program. Never returns. A failure before execve is written to the error pipe; a program
-// that cannot be executed ends with 127 (not found) or 126 (not executable) and a message on
-// stderr, as a shell does.
-[[noreturn]] void RunExecChild(const internal::SpawnExec& spec, const std::vector<int>& fds);
+// Everything the child needs, prepared by the fork server beforehand: the child shares the
+// fork server's memory until execve (CLONE_VM | CLONE_VFORK, which spares copying the address
+// space for every exec), so it must not allocate or change anything the parent uses.
+struct ExecChildPlan {
+  int fds[kExecFdCount] = {-1, -1, -1, -1, -1, -1, -1, -1, -1};
+  int cgroup_procs = -1;  // cgroup.procs of the environment's cgroup, opened for writing
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string working_dir;
+  std::vector<std::string> argv_storage;
+  std::vector<std::string> envp_storage;
+  std::vector<char*> argv;
+  std::vector<char*> envp;
+  // Paths to try in order: argv[0] itself when it has a slash, else argv[0] in each PATH entry.
+  std::vector<std::string> candidates;
+  bool searched_path = false;
+};
+
+// Builds the plan from a request and its descriptors (in ExecFd order).
+absl::StatusOr<ExecChildPlan> PrepareExecChild(const internal::SpawnExec& spec,
+                                               const std::vector<int>& fds);
+
+// The body of a process cloned by the fork server into an environment's pid namespace, in the
+// environment's cgroup: enters the mount, ipc and uts namespaces, starts a session, drops to
+// the environment identity without any capability, and executes the program. `plan` is an
+// ExecChildPlan*. Never returns. A failure before execve is written to the error pipe; a
+// program that cannot be executed ends with 127 (not found) or 126 (not executable) and a
+// message on stderr, as a shell does.
+int ExecChildMain(void* plan);
 
 }  // namespace llima

@@ -211,21 +211,19 @@ class Server {
   }
 
   void StartExec(uint64_t id, const internal::SpawnExec& spec, const std::vector<int>& fds) {
-    if (fds.size() < 8) return ReplyError(id, EINVAL, "exec request without descriptors");
+    absl::StatusOr<ExecChildPlan> plan = PrepareExecChild(spec, fds);
+    if (!plan.ok()) return ReplyError(id, EINVAL, std::string(plan.status().message()));
+    UniqueFd cgroup_procs(plan->cgroup_procs);
     // Children forked from now on are born in the environment's pid namespace; the fork server
     // itself stays where it is.
-    if (setns(fds[1], CLONE_NEWPID) != 0) {
+    if (setns(fds[kExecPidNs], CLONE_NEWPID) != 0) {
       return ReplyError(id, errno, "enter the environment's pid namespace");
     }
-    clone_args args{};
-    if (fds.size() > 8) {
-      args.flags |= CLONE_INTO_CGROUP;
-      args.cgroup = static_cast<uint64_t>(fds[8]);
-    }
-    args.exit_signal = SIGCHLD;
-    long pid = Clone3(&args);
+    // The child borrows this process's memory and runs on exec_stack_ until it execs or
+    // exits; CLONE_VFORK suspends us meanwhile, so one stack serves every spawn.
+    pid_t pid = clone(ExecChildMain, exec_stack_.data() + exec_stack_.size(),
+                      CLONE_VM | CLONE_VFORK | SIGCHLD, &*plan);
     int clone_errno = errno;
-    if (pid == 0) RunExecChild(spec, fds);
     // Back to our own namespace for children: a new environment's pid namespace must not be
     // nested in this one's.
     if (setns(own_pid_ns_.get(), CLONE_NEWPID) != 0) _exit(1);
@@ -253,6 +251,7 @@ class Server {
   int sock_;
   std::vector<char> buffer_;
   UniqueFd own_pid_ns_;
+  std::vector<char> exec_stack_ = std::vector<char>(256 * 1024);
 };
 
 }  // namespace

@@ -228,6 +228,29 @@ TEST_F(EnvironmentTest, DevHasOnlyTheMinimalNodesAndItsOwnPtys) {
   EXPECT_EQ(In(*env_a_, "head -c 4 /dev/zero | od -An -tx1").out, " 00 00 00 00\n");
 }
 
+TEST_F(EnvironmentTest, ProcessCountCountsTheEnvironmentsProcesses) {
+  auto count = [&] {
+    for (const auto& e : List()) {
+      if (e.name() == *env_b_) return e.process_count();
+    }
+    return -1;
+  };
+  int before = count();
+  ASSERT_EQ(In(*env_b_, "sleep 973 >/dev/null 2>&1 & sleep 972 >/dev/null 2>&1 &").exit_code, 0);
+  EXPECT_EQ(count(), before + 2);
+  // They are in the environment's cgroup, where delete and the limits find them.
+  if (!agent_->cgroup_root().empty()) {
+    std::string procs = HostOutput("cat " + agent_->cgroup_root() + "/" + *env_b_ +
+                                   "/cgroup.procs | xargs -n1 -I{} cat /proc/{}/cmdline | "
+                                   "tr '\\0' ' '");
+    EXPECT_THAT(procs, HasSubstr("sleep 973"));
+  }
+  In(*env_b_, "pkill -f 'sleep 97[23]'");
+  // Killed processes leave the cgroup once they are reaped (by the environment's init).
+  for (int i = 0; i < 200 && count() != before; ++i) usleep(10000);
+  EXPECT_EQ(count(), before);
+}
+
 // ---- exec ------------------------------------------------------------------------------------
 
 TEST_F(EnvironmentTest, ExitCodesAreReportedExactly) {
