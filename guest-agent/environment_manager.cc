@@ -143,7 +143,6 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
     const v1::CreateEnvironmentRequest& request) {
   absl::StatusOr<std::string> path = CheckProjectPathSyntax(request.project_path());
   if (!path.ok()) return path.status();
-  if (auto s = CheckProjectPlacement(*path, protected_paths_); !s.ok()) return s;
 
   std::string name = request.name();
   if (name.empty()) {
@@ -154,6 +153,11 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
     return absl::InvalidArgumentError(absl::StrCat(
         "environment name \"", name,
         "\" is not valid: use 1-32 characters of a-z, 0-9, '-' and '_', starting with a letter"));
+  }
+
+  if (auto s = CheckProjectPlacement(*path, protected_paths_, absl::StrCat("/home/", name));
+      !s.ok()) {
+    return s;
   }
 
   uid_t uid;
@@ -256,11 +260,8 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   absl::StatusOr<SpawnedChild> init = fork_server_.SpawnInit(spec, fds);
   if (!init.ok()) return init.status();
   ready_write.reset();
-  env->init_pidfd.reset(PidfdOpen(init->pid));
-  if (!env->init_pidfd) {
-    return absl::InternalError(
-        absl::StrCat("the environment's init (pid ", init->pid, ") exited during setup"));
-  }
+  env->init_pidfd = std::move(init->pidfd);
+  if (!env->init_pidfd) return absl::InternalError("no pidfd for the environment's init");
   absl::Cleanup kill_init = [&] { (void)StopNamespaces(name, env->init_pidfd.get()); };
   if (auto s = InjectedFault("create:init"); !s.ok()) return s;
 
@@ -341,6 +342,11 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::Adopt(
 absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::Rebuild(
     internal::EnvironmentRecord record) {
   if (auto s = StopNamespaces(record.name(), -1); !s.ok()) return s;
+  if (auto s = CheckProjectPlacement(record.project_path(), protected_paths_,
+                                     absl::StrCat("/home/", record.name()));
+      !s.ok()) {
+    return s;
+  }
   uid_t uid;
   gid_t gid;
   absl::StatusOr<UniqueFd> project = OpenProjectDirectory(record.project_path(), &uid, &gid);

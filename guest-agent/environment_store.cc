@@ -176,48 +176,121 @@ absl::Status EnvironmentStore::RemoveEnvironmentDirectory(const std::string& nam
   return RemoveTreeAt(envs.get(), name, EnvironmentDir(name));
 }
 
+namespace {
+
+// One directory being removed: its identity and the subdirectories still to visit.
+struct RemovalFrame {
+  std::string name;  // entry name in the parent
+  dev_t dev;
+  ino_t ino;
+  std::vector<std::string> subdirectories;
+};
+
+// Opens `name` in `dir_fd` as a directory of `dev` without following a symlink; records it.
+absl::StatusOr<UniqueFd> OpenForRemoval(int dir_fd, const std::string& name, dev_t dev,
+                                        const std::string& display, RemovalFrame* frame) {
+  UniqueFd fd(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return PosixError(errno, absl::StrCat("open ", display));
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return PosixError(errno, absl::StrCat("stat ", display));
+  if (st.st_dev != dev) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(display, " is a mount point; refusing to remove what is mounted there"));
+  }
+  frame->name = name;
+  frame->dev = st.st_dev;
+  frame->ino = st.st_ino;
+  return fd;
+}
+
+// Unlinks every non-directory in `dir_fd` and lists its subdirectories.
+absl::Status EmptyOfFiles(int dir_fd, const std::string& display, RemovalFrame* frame) {
+  DIR* dir = fdopendir(dup(dir_fd));
+  if (dir == nullptr) return PosixError(errno, "list " + display);
+  absl::Status status;
+  while (dirent* entry = readdir(dir)) {
+    std::string child = entry->d_name;
+    if (child == "." || child == "..") continue;
+    unsigned char type = entry->d_type;
+    if (type == DT_UNKNOWN) {
+      struct stat st;
+      if (fstatat(dir_fd, child.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      type = S_ISDIR(st.st_mode) ? DT_DIR : DT_REG;
+    }
+    if (type == DT_DIR) {
+      frame->subdirectories.push_back(std::move(child));
+    } else if (unlinkat(dir_fd, child.c_str(), 0) != 0 && errno != ENOENT) {
+      status = PosixError(errno, absl::StrCat("remove ", display, "/", child));
+      break;
+    }
+  }
+  closedir(dir);
+  return status;
+}
+
+}  // namespace
+
 absl::Status RemoveTreeAt(int parent_fd, const std::string& name, const std::string& display) {
   struct stat parent_st;
   if (fstat(parent_fd, &parent_st) != 0) return PosixError(errno, "stat parent of " + display);
-  int raw = openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (raw < 0) {
-    if (errno == ENOENT) return absl::OkStatus();
-    if (errno == ENOTDIR || errno == ELOOP) {
-      if (unlinkat(parent_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+  struct stat st;
+  if (fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno == ENOENT ? absl::OkStatus() : PosixError(errno, "stat " + display);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    if (unlinkat(parent_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+      return PosixError(errno, absl::StrCat("remove ", display));
+    }
+    return absl::OkStatus();
+  }
+
+  // Depth-first without recursion and with one directory open at a time: a tree made by a
+  // process inside an environment may be arbitrarily deep. Going back up, ".." is checked to be
+  // the directory we came from.
+  std::vector<RemovalFrame> stack(1);
+  std::string path = display;
+  absl::StatusOr<UniqueFd> current =
+      OpenForRemoval(parent_fd, name, parent_st.st_dev, display, &stack.back());
+  if (!current.ok()) return current.status();
+  if (auto s = EmptyOfFiles(current->get(), path, &stack.back()); !s.ok()) return s;
+  for (;;) {
+    RemovalFrame& top = stack.back();
+    if (!top.subdirectories.empty()) {
+      std::string child = std::move(top.subdirectories.back());
+      top.subdirectories.pop_back();
+      RemovalFrame frame;
+      std::string child_path = absl::StrCat(path, "/", child);
+      absl::StatusOr<UniqueFd> opened =
+          OpenForRemoval(current->get(), child, top.dev, child_path, &frame);
+      if (!opened.ok()) return opened.status();
+      if (auto s = EmptyOfFiles(opened->get(), child_path, &frame); !s.ok()) return s;
+      stack.push_back(std::move(frame));
+      *current = std::move(*opened);
+      path = std::move(child_path);
+      continue;
+    }
+    // `top` is empty now: remove it from its parent.
+    std::string removed = top.name;
+    stack.pop_back();
+    if (stack.empty()) {
+      if (unlinkat(parent_fd, removed.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
         return PosixError(errno, absl::StrCat("remove ", display));
       }
       return absl::OkStatus();
     }
-    return PosixError(errno, absl::StrCat("open ", display));
-  }
-  UniqueFd dir_fd(raw);
-  struct stat st;
-  if (fstat(dir_fd.get(), &st) != 0) return PosixError(errno, "stat " + display);
-  if (st.st_dev != parent_st.st_dev) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(display, " is a mount point; refusing to remove what is mounted there"));
-  }
-  DIR* dir = fdopendir(dup(dir_fd.get()));
-  if (dir == nullptr) return PosixError(errno, "list " + display);
-  std::vector<std::pair<std::string, bool>> entries;
-  while (dirent* entry = readdir(dir)) {
-    std::string child = entry->d_name;
-    if (child == "." || child == "..") continue;
-    entries.emplace_back(child, entry->d_type == DT_DIR || entry->d_type == DT_UNKNOWN);
-  }
-  closedir(dir);
-  for (const auto& [child, maybe_dir] : entries) {
-    std::string child_display = absl::StrCat(display, "/", child);
-    if (maybe_dir) {
-      if (auto s = RemoveTreeAt(dir_fd.get(), child, child_display); !s.ok()) return s;
-    } else if (unlinkat(dir_fd.get(), child.c_str(), 0) != 0 && errno != ENOENT) {
-      return PosixError(errno, absl::StrCat("remove ", child_display));
+    UniqueFd up(openat(current->get(), "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat up_st;
+    if (!up || fstat(up.get(), &up_st) != 0 || up_st.st_dev != stack.back().dev ||
+        up_st.st_ino != stack.back().ino) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the parent of ", path, " changed while it was being removed"));
     }
+    if (unlinkat(up.get(), removed.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+      return PosixError(errno, absl::StrCat("remove ", path));
+    }
+    *current = std::move(up);
+    path = path.substr(0, path.find_last_of('/'));
   }
-  if (unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-    return PosixError(errno, absl::StrCat("remove ", display));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace llima

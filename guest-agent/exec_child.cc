@@ -23,7 +23,7 @@ namespace {
 constexpr int kErrorFd = 3;
 constexpr int kFirstMovedFd = 10;
 
-// From here on nothing allocates: the memory belongs to the fork server.
+// From here on nothing allocates: the plan was prepared before fork.
 
 [[noreturn]] void Fail(const char* step) {
   ExecSetupError error{};
@@ -44,7 +44,7 @@ void DropPrivileges(uid_t uid, gid_t gid) {
       Fail("drop capabilities");
     }
   }
-  // Raw system calls: glibc's wrappers would try to synchronize threads of the fork server.
+  // Raw system calls: glibc's set*id wrappers synchronize threads; there is only this one.
   if (syscall(SYS_setgroups, 0, nullptr) != 0) Fail("clear supplementary groups");
   if (syscall(SYS_setresgid, gid, gid, gid) != 0) Fail("set group id");
   if (syscall(SYS_setresuid, uid, uid, uid) != 0) Fail("set user id");
@@ -94,10 +94,6 @@ absl::StatusOr<ExecChildPlan> PrepareExecChild(const internal::SpawnExec& spec,
   if (spec.argv().empty()) return absl::InvalidArgumentError("exec request without argv");
   ExecChildPlan plan;
   for (size_t i = 0; i < fds.size(); ++i) plan.fds[i] = fds[i];
-  if (fds.size() > kExecCgroup) {
-    plan.cgroup_procs = openat(fds[kExecCgroup], "cgroup.procs", O_WRONLY | O_CLOEXEC);
-    if (plan.cgroup_procs < 0) return PosixError(errno, "open the cgroup's cgroup.procs");
-  }
   plan.uid = spec.uid();
   plan.gid = spec.gid();
   plan.working_dir = spec.working_dir();
@@ -119,11 +115,10 @@ absl::StatusOr<ExecChildPlan> PrepareExecChild(const internal::SpawnExec& spec,
   return plan;
 }
 
-int ExecChildMain(void* arg) {
-  const ExecChildPlan& plan = *static_cast<const ExecChildPlan*>(arg);
+void ExecChildMain(const ExecChildPlan* plan_ptr) {
+  const ExecChildPlan& plan = *plan_ptr;
   // Move every received descriptor above the standard ones and the error pipe's slot, so the
-  // dup2 calls below cannot clobber one that is still needed. (The descriptor table is the
-  // child's own: no CLONE_FILES.)
+  // dup2 calls below cannot clobber one that is still needed.
   int fds[kExecFdCount];
   for (int i = 0; i < kExecFdCount; ++i) {
     fds[i] = plan.fds[i] < 0 ? -1 : fcntl(plan.fds[i], F_DUPFD_CLOEXEC, kFirstMovedFd);
@@ -132,10 +127,6 @@ int ExecChildMain(void* arg) {
   // The error pipe goes to a fixed descriptor first so that Fail() can always reach it.
   if (dup3(fds[kExecErrorPipe], kErrorFd, O_CLOEXEC) < 0) _exit(126);
 
-  // Join the environment's cgroup before anything else runs in this process.
-  if (plan.cgroup_procs >= 0 && write(plan.cgroup_procs, "0", 1) != 1) {
-    Fail("join the environment's cgroup");
-  }
   // The signal mask is inherited across execve: undo the fork server's blocked SIGCHLD.
   // (Dispositions are already the defaults: the fork server reset them.)
   sigset_t none;

@@ -30,12 +30,10 @@ struct ExecSetupError {
   char step[240];
 };
 
-// Everything the child needs, prepared by the fork server beforehand: the child shares the
-// fork server's memory until execve (CLONE_VM | CLONE_VFORK, which spares copying the address
-// space for every exec), so it must not allocate or change anything the parent uses.
+// Everything the child needs, prepared by the fork server before it forks, so that the child
+// between fork and execve only makes system calls.
 struct ExecChildPlan {
   int fds[kExecFdCount] = {-1, -1, -1, -1, -1, -1, -1, -1, -1};
-  int cgroup_procs = -1;  // cgroup.procs of the environment's cgroup, opened for writing
   uid_t uid = 0;
   gid_t gid = 0;
   std::string working_dir;
@@ -52,12 +50,11 @@ struct ExecChildPlan {
 absl::StatusOr<ExecChildPlan> PrepareExecChild(const internal::SpawnExec& spec,
                                                const std::vector<int>& fds);
 
-// The body of a process cloned by the fork server into an environment's pid namespace, in the
-// environment's cgroup: enters the mount, ipc and uts namespaces, starts a session, drops to
-// the environment identity without any capability, and executes the program. `plan` is an
-// ExecChildPlan*. Never returns. A failure before execve is written to the error pipe; a
+// The body of a process forked by the fork server into an environment's pid namespace and
+// cgroup: enters the mount, ipc and uts namespaces, starts a session, drops to the environment
+// identity without any capability, and executes the program. Never returns. A failure before execve is written to the error pipe; a
 // program that cannot be executed ends with 127 (not found) or 126 (not executable) and a
 // message on stderr, as a shell does.
-int ExecChildMain(void* plan);
+[[noreturn]] void ExecChildMain(const ExecChildPlan* plan);
 
 }  // namespace llima

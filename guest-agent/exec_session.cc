@@ -212,7 +212,8 @@ void ExecSession::Run() {
     // Do not read more output than the client has taken: one chunk per stream in flight.
     std::vector<pollfd> pfds;
     pfds.push_back({wake_.get(), POLLIN, 0});
-    pfds.push_back({child_.exit->fd(), POLLIN, 0});
+    // Once the exit is known its eventfd stays readable: polling it would spin.
+    if (!wait_status) pfds.push_back({child_.exit->fd(), POLLIN, 0});
     bool out_blocked = queued >= 2;
     if (stdout_ && !out_blocked) pfds.push_back({stdout_.get(), POLLIN, 0});
     if (stderr_ && !out_blocked) pfds.push_back({stderr_.get(), POLLIN, 0});
@@ -322,8 +323,8 @@ absl::Status ExecSession::Start(const v1::ExecStart& start) {
   if ((*env)->cgroup) fds.push_back((*env)->cgroup.get());
   absl::StatusOr<SpawnedChild> child = fork_server_.SpawnExec(spec, fds);
   if (!child.ok()) return child.status();
-  child_ = *child;
-  pidfd_.reset(PidfdOpen(child_.pid));
+  child_ = std::move(*child);
+  pidfd_ = std::move(child_.pidfd);
   in_r.reset();
   out_w.reset();
   err_w.reset();

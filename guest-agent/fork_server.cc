@@ -163,11 +163,13 @@ class Server {
   }
 
  private:
-  void Reply(const internal::ForkServerReply& reply) {
+  void Reply(const internal::ForkServerReply& reply, int pidfd = -1) {
     internal::ForkServerMessage message;
     *message.mutable_reply() = reply;
     int error;
-    if (!SendMessage(sock_, message, {}, &error)) _exit(1);
+    std::vector<int> fds;
+    if (pidfd >= 0) fds.push_back(pidfd);
+    if (!SendMessage(sock_, message, fds, &error)) _exit(1);
   }
 
   void ReplyError(uint64_t id, int err, std::string what) {
@@ -193,8 +195,10 @@ class Server {
 
   void StartInit(uint64_t id, const internal::SpawnInit& spec, const std::vector<int>& fds) {
     if (fds.size() < 3) return ReplyError(id, EINVAL, "init request without descriptors");
+    int pidfd = -1;
     clone_args args{};
-    args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+    args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
     if (fds.size() > 3) {
       args.flags |= CLONE_INTO_CGROUP;
       args.cgroup = static_cast<uint64_t>(fds[3]);
@@ -203,36 +207,46 @@ class Server {
     long pid = Clone3(&args);
     if (pid < 0) return ReplyError(id, errno, "clone the environment's init");
     if (pid == 0) RunEnvironmentInit(spec, fds[0], fds[1], fds[2]);
+    UniqueFd owned_pidfd(pidfd);
     internal::ForkServerReply reply;
     reply.set_id(id);
     reply.set_pid(static_cast<int32_t>(pid));
     reply.set_ns_pid(1);
-    Reply(reply);
+    Reply(reply, owned_pidfd.get());
   }
 
   void StartExec(uint64_t id, const internal::SpawnExec& spec, const std::vector<int>& fds) {
     absl::StatusOr<ExecChildPlan> plan = PrepareExecChild(spec, fds);
     if (!plan.ok()) return ReplyError(id, EINVAL, std::string(plan.status().message()));
-    UniqueFd cgroup_procs(plan->cgroup_procs);
     // Children forked from now on are born in the environment's pid namespace; the fork server
     // itself stays where it is.
     if (setns(fds[kExecPidNs], CLONE_NEWPID) != 0) {
       return ReplyError(id, errno, "enter the environment's pid namespace");
     }
-    // The child borrows this process's memory and runs on exec_stack_ until it execs or
-    // exits; CLONE_VFORK suspends us meanwhile, so one stack serves every spawn.
-    pid_t pid = clone(ExecChildMain, exec_stack_.data() + exec_stack_.size(),
-                      CLONE_VM | CLONE_VFORK | SIGCHLD, &*plan);
+    // A plain fork, not vfork: the child becomes the environment's user before execve, and
+    // another process of that user could stop it there and with it a suspended fork server.
+    int pidfd = -1;
+    clone_args args{};
+    args.flags = CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+    if (fds.size() > kExecCgroup) {
+      args.flags |= CLONE_INTO_CGROUP;
+      args.cgroup = static_cast<uint64_t>(fds[kExecCgroup]);
+    }
+    args.exit_signal = SIGCHLD;
+    long pid = Clone3(&args);
     int clone_errno = errno;
+    if (pid == 0) ExecChildMain(&*plan);
     // Back to our own namespace for children: a new environment's pid namespace must not be
     // nested in this one's.
     if (setns(own_pid_ns_.get(), CLONE_NEWPID) != 0) _exit(1);
     if (pid < 0) return ReplyError(id, clone_errno, "fork into the environment");
+    UniqueFd owned_pidfd(pidfd);
     internal::ForkServerReply reply;
     reply.set_id(id);
     reply.set_pid(static_cast<int32_t>(pid));
     reply.set_ns_pid(NamespacePid(static_cast<pid_t>(pid)));
-    Reply(reply);
+    Reply(reply, owned_pidfd.get());
   }
 
   void ReapChildren() {
@@ -251,7 +265,6 @@ class Server {
   int sock_;
   std::vector<char> buffer_;
   UniqueFd own_pid_ns_;
-  std::vector<char> exec_stack_ = std::vector<char>(256 * 1024);
 };
 
 }  // namespace
@@ -367,13 +380,14 @@ absl::StatusOr<SpawnedChild> ForkServer::Call(internal::ForkServerRequest& reque
     }
     return absl::InternalError(reply.error());
   }
-  return SpawnedChild{reply.pid(), reply.ns_pid(), pending->exit};
+  return SpawnedChild{reply.pid(), reply.ns_pid(), std::move(pending->pidfd), pending->exit};
 }
 
 void ForkServer::ReadLoop() {
   std::vector<char> buffer(65536);
   for (;;) {
-    ssize_t n = ReceiveMessage(socket_.get(), buffer, nullptr);
+    std::vector<UniqueFd> fds;
+    ssize_t n = ReceiveMessage(socket_.get(), buffer, &fds);
     if (n <= 0) break;
     internal::ForkServerMessage message;
     if (!message.ParseFromArray(buffer.data(), static_cast<int>(n))) continue;
@@ -384,6 +398,7 @@ void ForkServer::ReadLoop() {
       std::shared_ptr<Pending> pending = it->second;
       pending_.erase(it);
       pending->reply = message.reply();
+      if (!fds.empty()) pending->pidfd = std::move(fds[0]);
       if (message.reply().pid() > 0) {
         // Registered before the caller wakes: the exit message may follow right away.
         pending->exit = std::make_shared<ExitWatch>();

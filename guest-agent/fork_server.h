@@ -43,6 +43,9 @@ class ExitWatch {
 struct SpawnedChild {
   pid_t pid = 0;     // in the agent's pid namespace
   pid_t ns_pid = 0;  // in the environment's
+  // A pidfd made by clone itself (CLONE_PIDFD): signals sent through it cannot reach another
+  // process that reused the pid.
+  UniqueFd pidfd;
   std::shared_ptr<ExitWatch> exit;
 };
 
@@ -68,6 +71,7 @@ class ForkServer {
   struct Pending {
     bool done = false;
     internal::ForkServerReply reply;
+    UniqueFd pidfd;
     std::shared_ptr<ExitWatch> exit;
   };
 

@@ -67,14 +67,15 @@ absl::Status MakeEmptyFile(const std::string& path) {
 }
 
 // Attaches the detached mount tree `tree` at `target`, adding `attrs` to every mount in it.
+// The copy is made private: a clone keeps its source's peer group, and mounts made later under
+// the project in the VM would otherwise appear inside the environment.
 absl::Status AttachTree(int tree, uint64_t attrs, const std::string& target,
                         const std::string& what) {
-  if (attrs != 0) {
-    mount_attr attr{};
-    attr.attr_set = attrs;
-    if (MountSetattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) != 0) {
-      return PosixError(errno, absl::StrCat("set attributes of ", what));
-    }
+  mount_attr attr{};
+  attr.attr_set = attrs;
+  attr.propagation = MS_PRIVATE;
+  if (MountSetattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) != 0) {
+    return PosixError(errno, absl::StrCat("set attributes of ", what));
   }
   if (MoveMount(tree, "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
     return PosixError(errno, absl::StrCat("bind-mount ", what, " onto ", target));

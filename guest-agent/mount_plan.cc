@@ -153,7 +153,13 @@ MountPlan PlanEnvironmentRoot(const RootSpec& spec) {
 }
 
 absl::Status CheckProjectPlacement(const std::string& project_path,
-                                   const std::vector<std::string>& protected_paths) {
+                                   const std::vector<std::string>& protected_paths,
+                                   const std::string& home_path) {
+  if (!home_path.empty() && PathIsWithin(project_path, home_path)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("project path ", project_path, " is inside ", home_path,
+                     ", the environment's own home; choose a directory outside it"));
+  }
   for (const char* root : kForbiddenProjectRoots) {
     if (PathIsWithin(project_path, root)) {
       return absl::FailedPreconditionError(absl::StrCat(

@@ -84,8 +84,10 @@ MountPlan PlanEnvironmentRoot(const RootSpec& spec);
 // Rejects project paths that would overlay or expose what the environment must not see or must
 // keep: inside /proc, /sys, /dev or /run; equal to or above a directory the plan mounts (/home,
 // /tmp, /usr, ...); overlapping the agent's own paths (`protected_paths`: state directory,
-// socket directory).
+// socket directory); inside the environment's own home (`home_path`), which its user controls
+// and through which init would otherwise create mount points as root.
 absl::Status CheckProjectPlacement(const std::string& project_path,
-                                   const std::vector<std::string>& protected_paths);
+                                   const std::vector<std::string>& protected_paths,
+                                   const std::string& home_path = "");
 
 }  // namespace llima

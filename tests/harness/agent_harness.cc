@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -50,30 +51,76 @@ void KillCgroupTree(const std::string& dir) {
   }
 }
 
-}  // namespace
-
-std::string AgentBinary() { return LLIMA_AGENT_BINARY; }
-
-ScratchDir::ScratchDir() {
-  char tmpl[] = "/tmp/llima-test-XXXXXX";
-  Check(mkdtemp(tmpl) != nullptr, "mkdtemp");
-  path_ = tmpl;
-  chmod(path_.c_str(), 0755);
-}
-
-ScratchDir::~ScratchDir() {
-  // Nothing may be mounted below any more; a lazy unmount is a last resort.
-  std::string mounts = ReadFile("/proc/self/mountinfo");
-  std::istringstream lines(mounts);
+// Unmounts everything mounted at or below `dir`, deepest first.
+void UnmountBelow(const std::string& dir) {
+  std::istringstream lines(ReadFile("/proc/self/mountinfo"));
   std::string line;
   std::vector<std::string> below;
   while (std::getline(lines, line)) {
     std::istringstream fields(line);
     std::string f[5];
     for (auto& x : f) fields >> x;
-    if (f[4].rfind(path_ + "/", 0) == 0) below.push_back(f[4]);
+    if (f[4] == dir || f[4].rfind(dir + "/", 0) == 0) below.push_back(f[4]);
   }
   for (auto it = below.rbegin(); it != below.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
+}
+
+// Alive and not a zombie (a killed test whose parent has not reaped it is gone all the same).
+bool ProcessExists(pid_t pid) {
+  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  size_t end = stat.rfind(')');
+  return end != std::string::npos && end + 2 < stat.size() && stat[end + 2] != 'Z';
+}
+
+// A test process killed by a timeout cannot clean up; the next one does it for it: the
+// cgroups and scratch directories of test processes that no longer exist are removed.
+void SweepLeftoversOfDeadTestRuns() {
+  static bool swept = false;
+  if (swept) return;
+  swept = true;
+  constexpr char kCgroupPrefix[] = "llima-box-test-";
+  auto cgroup_mount = llima::FindCgroup2Mount(ReadFile("/proc/self/mountinfo"));
+  if (cgroup_mount) {
+    if (DIR* d = opendir(cgroup_mount->c_str())) {
+      while (dirent* e = readdir(d)) {
+        std::string name = e->d_name;
+        if (name.rfind(kCgroupPrefix, 0) != 0) continue;
+        pid_t pid = atoi(name.c_str() + strlen(kCgroupPrefix));
+        if (pid > 0 && !ProcessExists(pid)) KillCgroupTree(*cgroup_mount + "/" + name);
+      }
+      closedir(d);
+    }
+  }
+  if (DIR* d = opendir("/tmp")) {
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name.rfind("llima-test-", 0) != 0) continue;
+      pid_t pid = atoi(name.c_str() + strlen("llima-test-"));
+      if (pid <= 0 || ProcessExists(pid)) continue;
+      std::string dir = "/tmp/" + name;
+      UnmountBelow(dir);
+      std::string cmd = "rm -rf --one-file-system '" + dir + "'";
+      if (system(cmd.c_str()) != 0) fprintf(stderr, "could not remove %s\n", dir.c_str());
+    }
+    closedir(d);
+  }
+}
+
+}  // namespace
+
+std::string AgentBinary() { return LLIMA_AGENT_BINARY; }
+
+ScratchDir::ScratchDir() {
+  SweepLeftoversOfDeadTestRuns();
+  std::string tmpl = "/tmp/llima-test-" + std::to_string(getpid()) + "-XXXXXX";
+  Check(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
+  path_ = tmpl;
+  chmod(path_.c_str(), 0755);
+}
+
+ScratchDir::~ScratchDir() {
+  // Nothing may be mounted below any more; a lazy unmount is a last resort.
+  UnmountBelow(path_);
   std::string cmd = "rm -rf --one-file-system '" + path_ + "'";
   if (system(cmd.c_str()) != 0) fprintf(stderr, "could not remove %s\n", path_.c_str());
 }
@@ -198,17 +245,7 @@ void AgentProcess::Stop() {
   std::string cgroups = cgroup_root();
   if (!cgroups.empty()) KillCgroupTree(cgroups);
   // Pins first, then the state directory's own bind mount.
-  std::string mounts = ReadFile("/proc/self/mountinfo");
-  std::istringstream lines(mounts);
-  std::string line;
-  std::vector<std::string> below;
-  while (std::getline(lines, line)) {
-    std::istringstream fields(line);
-    std::string f[5];
-    for (auto& x : f) fields >> x;
-    if (f[4] == state_dir_ || f[4].rfind(state_dir_ + "/", 0) == 0) below.push_back(f[4]);
-  }
-  for (auto it = below.rbegin(); it != below.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
+  UnmountBelow(state_dir_);
   while (waitpid(-1, nullptr, WNOHANG) > 0) {
   }
 }

@@ -176,6 +176,29 @@ TEST_F(EnvironmentTest, OtherProjectsRootStateAndSocketDoNotExist) {
   EXPECT_EQ(stat(agent_->socket_path().c_str(), &st), 0);
 }
 
+TEST_F(EnvironmentTest, ProjectMountDoesNotPropagateFromTheVm) {
+  // Under systemd the VM's mounts are shared; a project cloned from there must still not
+  // receive what is mounted under it later in the VM.
+  ASSERT_EQ(system("mount --make-rshared /"), 0);
+  std::string project = scratch_->MakeDir("projects/propagation", kOwner, kOwnerGroup);
+  auto created = Create(project);
+  std::string sub = project + "/late-mount";
+  mkdir(sub.c_str(), 0755);
+  int mounted = system(("mount -t tmpfs late " + sub + " && touch " + sub + "/from-vm").c_str());
+  ExecResult r;
+  if (created.first.ok()) {
+    r = In(created.second.name(), "ls late-mount; grep ' " + project + " ' /proc/self/mountinfo");
+  }
+  system(("umount " + sub).c_str());
+  system("mount --make-rprivate /");
+  ASSERT_TRUE(created.first.ok()) << created.first.error_message();
+  ASSERT_EQ(mounted, 0);
+  EXPECT_THAT(r.out, HasSubstr(project));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("from-vm")));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("shared:")));
+  EXPECT_TRUE(Delete(created.second.name()).ok());
+}
+
 TEST_F(EnvironmentTest, SystemDirectoriesAreReadOnly) {
   for (const std::string& path : {"/etc/x", "/usr/x", "/x", "/opt/x", "/usr/local/x"}) {
     ExecResult r = In(*env_a_, "touch " + path);
@@ -304,6 +327,17 @@ TEST_F(EnvironmentTest, EnvironmentVariablesAndWorkingDirectoryAreApplied) {
 TEST_F(EnvironmentTest, StdinIsClosedWhenRequested) {
   ExecResult r = Exec(agent_->stub(), *env_a_, {"wc", "-c"}, {.stdin_data = "12345"});
   EXPECT_EQ(Trim(r.out), "5");
+}
+
+TEST_F(EnvironmentTest, CallEndsWhenTheProcessExitsEvenIfItsChildrenKeepOutputOpen) {
+  // The background sleep inherits stdout and keeps the pipe open for a long time.
+  ExecResult r = In(*env_a_, "sleep 971 & echo started");
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.out, "started\n");
+  EXPECT_EQ(r.exit_code, 0);
+  // The call returned while the child still ran: it did not wait for the pipe to close.
+  EXPECT_THAT(HostOutput("ps -eo args"), HasSubstr("sleep 971"));
+  In(*env_a_, "pkill -f 'sleep 971'");
 }
 
 TEST_F(EnvironmentTest, MissingProgramExitsWith127AndAMessage) {

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -266,6 +267,30 @@ TEST_F(RemoveTreeAtTest, RemovesNestedDirectoriesAndFiles) {
   absl::Status status = RemoveTreeAt(dir_fd_.get(), "tree", dir_ + "/tree");
   EXPECT_TRUE(status.ok()) << status;
   EXPECT_FALSE(Exists(dir_ + "/tree"));
+}
+
+// A process inside an environment can nest directories in its home without limit; removal must
+// neither recurse on the stack nor hold a descriptor per level.
+TEST_F(RemoveTreeAtTest, RemovesATreeDeeperThanTheDescriptorLimit) {
+  rlimit limit;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
+  rlimit low = {256, limit.rlim_max};
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  constexpr int kDepth = 5000;
+  ASSERT_EQ(mkdir((dir_ + "/deep").c_str(), 0755), 0);
+  UniqueFd fd(open((dir_ + "/deep").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  for (int i = 0; i < kDepth; ++i) {
+    ASSERT_EQ(mkdirat(fd.get(), "d", 0755), 0) << "depth " << i;
+    if (i % 100 == 0) WriteFile("/proc/self/fd/" + std::to_string(fd.get()) + "/f", "x");
+    fd.reset(openat(fd.get(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(fd.valid());
+  }
+  fd.reset();
+
+  absl::Status status = RemoveTreeAt(dir_fd_.get(), "deep", dir_ + "/deep");
+  setrlimit(RLIMIT_NOFILE, &limit);
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_FALSE(Exists(dir_ + "/deep"));
 }
 
 TEST_F(RemoveTreeAtTest, DoesNotFollowASymlinkToADirectoryOutside) {

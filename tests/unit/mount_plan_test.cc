@@ -328,6 +328,17 @@ absl::StatusCode PlacementCode(const std::string& project,
   return CheckProjectPlacement(project, protected_paths).code();
 }
 
+// The home is the environment user's: a project in it would make init (root) create mount
+// points along paths that user controls.
+TEST(CheckProjectPlacement, RejectsProjectsInsideTheEnvironmentsOwnHome) {
+  absl::Status s = CheckProjectPlacement("/home/app-1a2b/src/p", {}, "/home/app-1a2b");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("own home"));
+  EXPECT_EQ(CheckProjectPlacement("/home/app-1a2b", {}, "/home/app-1a2b").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(CheckProjectPlacement("/home/alice/app", {}, "/home/app-1a2b").ok());
+}
+
 TEST(CheckProjectPlacement, RejectsProjectsInsideKernelAndRuntimeFilesystems) {
   for (const char* project : {"/proc/x", "/proc", "/sys", "/sys/fs/cgroup", "/dev/x", "/dev",
                               "/run/foo", "/run/user/501/proj"}) {
