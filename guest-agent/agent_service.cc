@@ -3,18 +3,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "exec_session.h"
+#include "grpc_status.h"
 #include "log.h"
 
 namespace llima {
-namespace {
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
-
-}  // namespace
-
 grpc::Status AgentServiceImpl::CreateEnvironment(grpc::ServerContext*,
                                                  const v1::CreateEnvironmentRequest* request,
                                                  v1::Environment* response) {
@@ -22,7 +14,7 @@ grpc::Status AgentServiceImpl::CreateEnvironment(grpc::ServerContext*,
   absl::StatusOr<v1::Environment> env = environments_.Create(*request);
   LogOperation("create", env.ok() ? env->name() : request->name(), absl::Now() - start,
                env.status(), absl::StrCat("path=", request->project_path()));
-  if (!env.ok()) return ToGrpc(env.status());
+  if (!env.ok()) return ToGrpcStatus(env.status());
   *response = std::move(*env);
   return grpc::Status::OK;
 }
@@ -34,7 +26,7 @@ grpc::Status AgentServiceImpl::GetEnvironment(grpc::ServerContext*,
   absl::StatusOr<v1::Environment> env = environments_.Get(*request);
   LogOperation("get", request->name().empty() ? request->project_path() : request->name(),
                absl::Now() - start, env.status());
-  if (!env.ok()) return ToGrpc(env.status());
+  if (!env.ok()) return ToGrpcStatus(env.status());
   *response = std::move(*env);
   return grpc::Status::OK;
 }
@@ -57,7 +49,7 @@ grpc::Status AgentServiceImpl::DeleteEnvironment(grpc::ServerContext*,
   absl::Time start = absl::Now();
   absl::Status s = environments_.Delete(request->name());
   LogOperation("delete", request->name(), absl::Now() - start, s);
-  return ToGrpc(s);
+  return ToGrpcStatus(s);
 }
 
 grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* AgentServiceImpl::Exec(

@@ -7,8 +7,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -16,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "posix_error.h"
+#include "read_file.h"
 
 namespace llima {
 namespace {
@@ -43,17 +42,10 @@ std::string UnescapeMountPath(absl::string_view s) {
   return out;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::vector<pid_t> ReadProcs(const std::string& dir) {
   std::vector<pid_t> pids;
   for (absl::string_view line :
-       absl::StrSplit(ReadFile(dir + "/cgroup.procs"), '\n', absl::SkipEmpty())) {
+       absl::StrSplit(ReadFileOrEmpty(dir + "/cgroup.procs"), '\n', absl::SkipEmpty())) {
     pid_t pid;
     if (absl::SimpleAtoi(line, &pid)) pids.push_back(pid);
   }
@@ -78,7 +70,7 @@ std::optional<std::string> FindCgroup2Mount(const std::string& mountinfo) {
 
 CgroupTree CgroupTree::Discover(const std::string& subtree) {
   CgroupTree tree;
-  std::optional<std::string> mount = FindCgroup2Mount(ReadFile("/proc/self/mountinfo"));
+  std::optional<std::string> mount = FindCgroup2Mount(ReadFileOrEmpty("/proc/self/mountinfo"));
   if (!mount) {
     tree.unavailable_reason_ = "no cgroup v2 hierarchy is mounted";
     return tree;

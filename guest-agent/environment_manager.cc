@@ -9,8 +9,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <sstream>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
@@ -25,6 +23,7 @@
 #include "naming.h"
 #include "posix_error.h"
 #include "project_path.h"
+#include "read_file.h"
 #include "syscalls.h"
 
 namespace llima {
@@ -33,16 +32,9 @@ namespace {
 constexpr int kInitReadyTimeoutMs = 10000;
 constexpr int kInitExitTimeoutMs = 5000;
 
-std::string ReadWholeFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Start time of a process in clock ticks after boot (field 22 of /proc/<pid>/stat), 0 if gone.
 uint64_t ProcessStartTime(pid_t pid) {
-  std::string stat = ReadWholeFile(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat = ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/stat"));
   // The command name (field 2) may contain spaces and parentheses: fields follow the last ')'.
   size_t end = stat.rfind(')');
   if (end == std::string::npos) return 0;
@@ -183,7 +175,7 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
     }
   }
 
-  std::string host_passwd = ReadWholeFile("/etc/passwd");
+  std::string host_passwd = ReadFileOrEmpty("/etc/passwd");
   internal::EnvironmentRecord record;
   record.set_name(name);
   record.set_project_path(*path);
@@ -247,8 +239,8 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   UniqueFd ready_write(ready[1]);
 
   EnvironmentIdentity identity{name, record.uid(), record.gid(), env->home(), record.shell()};
-  IdentityFiles files = SynthesizeIdentityFiles(ReadWholeFile("/etc/passwd"),
-                                                ReadWholeFile("/etc/group"), identity);
+  IdentityFiles files = SynthesizeIdentityFiles(ReadFileOrEmpty("/etc/passwd"),
+                                                ReadFileOrEmpty("/etc/group"), identity);
   internal::SpawnInit spec;
   *spec.mutable_record() = record;
   spec.set_passwd(files.passwd);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "exec_child.h"
+#include "grpc_status.h"
 #include "log.h"
 #include "posix_error.h"
 #include "syscalls.h"
@@ -30,11 +31,6 @@ constexpr int kDrainAfterExitMs = 100;
 // Grace between SIGHUP and SIGKILL when the client goes away.
 constexpr int kHangupGraceMs = 2000;
 constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 class ExecSession;
 
@@ -479,7 +475,7 @@ void ExecSession::Finish(const absl::Status& status) {
     LogOperation("exit", env_name_, absl::Now() - started_at_, status,
                  absl::StrCat("pid=", child_.ns_pid, " status=", wait_status.value_or(-1)));
   }
-  std::exchange(reactor_, nullptr)->Finish(ToGrpc(status));
+  std::exchange(reactor_, nullptr)->Finish(ToGrpcStatus(status));
 }
 
 }  // namespace

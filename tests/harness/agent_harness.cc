@@ -20,16 +20,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include "cgroup.h"
+#include "read_file.h"
 
 namespace llima::testing {
 namespace {
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 void Check(bool ok, const std::string& what) {
   if (!ok) throw std::runtime_error(what);
@@ -53,7 +47,7 @@ void KillCgroupTree(const std::string& dir) {
 
 // Unmounts everything mounted at or below `dir`, deepest first.
 void UnmountBelow(const std::string& dir) {
-  std::istringstream lines(ReadFile("/proc/self/mountinfo"));
+  std::istringstream lines(ReadFileOrEmpty("/proc/self/mountinfo"));
   std::string line;
   std::vector<std::string> below;
   while (std::getline(lines, line)) {
@@ -67,7 +61,7 @@ void UnmountBelow(const std::string& dir) {
 
 // Alive and not a zombie (a killed test whose parent has not reaped it is gone all the same).
 bool ProcessExists(pid_t pid) {
-  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat = ReadFileOrEmpty("/proc/" + std::to_string(pid) + "/stat");
   size_t end = stat.rfind(')');
   return end != std::string::npos && end + 2 < stat.size() && stat[end + 2] != 'Z';
 }
@@ -79,7 +73,7 @@ void SweepLeftoversOfDeadTestRuns() {
   if (swept) return;
   swept = true;
   constexpr char kCgroupPrefix[] = "llima-box-test-";
-  auto cgroup_mount = llima::FindCgroup2Mount(ReadFile("/proc/self/mountinfo"));
+  auto cgroup_mount = llima::FindCgroup2Mount(ReadFileOrEmpty("/proc/self/mountinfo"));
   if (cgroup_mount) {
     if (DIR* d = opendir(cgroup_mount->c_str())) {
       while (dirent* e = readdir(d)) {
@@ -153,7 +147,7 @@ AgentProcess::AgentProcess(const std::string& root_dir)
 AgentProcess::~AgentProcess() { Stop(); }
 
 std::string AgentProcess::cgroup_root() const {
-  auto mount = llima::FindCgroup2Mount(ReadFile("/proc/self/mountinfo"));
+  auto mount = llima::FindCgroup2Mount(ReadFileOrEmpty("/proc/self/mountinfo"));
   return mount ? *mount + "/" + cgroup_name_ : "";
 }
 
@@ -250,7 +244,7 @@ void AgentProcess::Stop() {
   }
 }
 
-std::string AgentProcess::log() const { return ReadFile(log_path_); }
+std::string AgentProcess::log() const { return ReadFileOrEmpty(log_path_); }
 
 llima::v1::AgentService::Stub& AgentProcess::stub() { return *stub_; }
 
