@@ -65,6 +65,14 @@ absl::StatusOr<UniqueFd> OpenNamespace(pid_t pid, const char* type) {
   return fd;
 }
 
+// The root directory of `pid` (for init: the environment's root), to open things inside it.
+absl::StatusOr<UniqueFd> OpenRoot(pid_t pid) {
+  std::string path = absl::StrCat("/proc/", pid, "/root");
+  UniqueFd fd(open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return PosixError(errno, absl::StrCat("open ", path));
+  return fd;
+}
+
 bool SameFile(int fd, const std::string& path) {
   struct stat a, b;
   return fstat(fd, &a) == 0 && stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
@@ -286,6 +294,9 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
     if (!ns.ok()) return ns.status();
     *fd = std::move(*ns);
   }
+  absl::StatusOr<UniqueFd> root = OpenRoot(init->pid);
+  if (!root.ok()) return root.status();
+  env->root_dir = std::move(*root);
   record.set_init_pid(init->pid);
   record.set_init_start_time(ProcessStartTime(init->pid));
   // The namespaces opened above must be the init's, not those of a process that reused its pid.
@@ -321,6 +332,9 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::Adopt(
     if (!ns.ok()) return ns.status();
     *fd = std::move(*ns);
   }
+  absl::StatusOr<UniqueFd> root = OpenRoot(pid);
+  if (!root.ok()) return root.status();
+  env->root_dir = std::move(*root);
   if (cgroups_.available()) {
     absl::StatusOr<UniqueFd> cgroup = cgroups_.Create(record.name());
     if (!cgroup.ok()) return cgroup.status();

@@ -30,6 +30,7 @@ struct LiveEnvironment {
   UniqueFd uts_ns;
   UniqueFd cgroup;      // invalid when the machine has no cgroup v2
   UniqueFd init_pidfd;  // pidfd of the environment's init
+  UniqueFd root_dir;    // the environment's root directory, as init sees it
 
   bool running() const { return broken_reason.empty(); }
   std::string home() const { return "/home/" + record.name(); }

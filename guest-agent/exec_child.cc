@@ -6,6 +6,7 @@
 #include <linux/capability.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -97,6 +98,7 @@ absl::StatusOr<ExecChildPlan> PrepareExecChild(const internal::SpawnExec& spec,
   plan.uid = spec.uid();
   plan.gid = spec.gid();
   plan.working_dir = spec.working_dir();
+  plan.tty = spec.tty();
   plan.argv_storage.assign(spec.argv().begin(), spec.argv().end());
   plan.envp_storage.assign(spec.envp().begin(), spec.envp().end());
   for (std::string& arg : plan.argv_storage) plan.argv.push_back(arg.data());
@@ -142,6 +144,8 @@ void ExecChildMain(const ExecChildPlan* plan_ptr) {
       dup2(fds[kExecStderr], STDERR_FILENO) < 0) {
     Fail("set up standard streams");
   }
+  // The new session's controlling terminal: job control, ^C and SIGWINCH reach its foreground.
+  if (plan.tty && ioctl(STDIN_FILENO, TIOCSCTTY, 0) != 0) Fail("acquire the controlling terminal");
   // Nothing else of the agent's may reach the program.
   if (close_range(kErrorFd + 1, ~0U, 0) != 0) Fail("close inherited descriptors");
 

@@ -44,6 +44,7 @@ struct ExecChildPlan {
   // Paths to try in order: argv[0] itself when it has a slash, else argv[0] in each PATH entry.
   std::vector<std::string> candidates;
   bool searched_path = false;
+  bool tty = false;
 };
 
 // Builds the plan from a request and its descriptors (in ExecFd order).

@@ -5,6 +5,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +32,7 @@ constexpr int kPipeSize = 1 << 20;
 constexpr int kDrainAfterExitMs = 100;
 // Grace between SIGHUP and SIGKILL when the client goes away.
 constexpr int kHangupGraceMs = 2000;
+constexpr gid_t kTtyGroup = 5;  // "tty" on Debian and Ubuntu
 constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 class ExecSession;
@@ -101,6 +104,10 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   // Issues the next read unless one is pending, the stream is closed or stdin is backed up.
   void RequestNextRead();
   void KillProcessGroup();
+  // Opens a pseudo-terminal in the environment's own devpts, keeps the master and returns the
+  // terminal the process gets.
+  absl::StatusOr<UniqueFd> OpenTerminal(const LiveEnvironment& env, const v1::TerminalSize& size);
+  absl::Status Resize(const v1::TerminalSize& size);
   void Finish(const absl::Status& status);
   bool WaitForStart(v1::ExecRequest* first);
 
@@ -121,6 +128,7 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   bool detached_ = false;
   SpawnedChild child_;
   UniqueFd pidfd_;
+  UniqueFd terminal_;  // pty master when the process runs on a terminal
   UniqueFd stdin_;
   UniqueFd stdout_;
   UniqueFd stderr_;
@@ -295,23 +303,35 @@ absl::Status ExecSession::Start(const v1::ExecStart& start) {
   spec.set_uid((*env)->record.uid());
   spec.set_gid((*env)->record.gid());
 
-  int in[2], out[2], err[2], error_pipe[2];
-  if (pipe2(in, O_CLOEXEC) != 0) return PosixError(errno, "create stdin pipe");
-  UniqueFd in_r(in[0]);
-  stdin_.reset(in[1]);
-  if (pipe2(out, O_CLOEXEC) != 0) return PosixError(errno, "create stdout pipe");
-  stdout_.reset(out[0]);
-  UniqueFd out_w(out[1]);
-  if (pipe2(err, O_CLOEXEC) != 0) return PosixError(errno, "create stderr pipe");
-  stderr_.reset(err[0]);
-  UniqueFd err_w(err[1]);
+  // The child's ends of its standard streams.
+  UniqueFd in_r, out_w, err_w;
+  if (start.tty()) {
+    spec.set_tty(true);
+    absl::StatusOr<UniqueFd> terminal = OpenTerminal(**env, start.size());
+    if (!terminal.ok()) return terminal.status();
+    in_r = std::move(*terminal);
+    out_w.reset(dup(in_r.get()));
+    err_w.reset(dup(in_r.get()));
+  } else {
+    int in[2], out[2], err[2];
+    if (pipe2(in, O_CLOEXEC) != 0) return PosixError(errno, "create stdin pipe");
+    in_r.reset(in[0]);
+    stdin_.reset(in[1]);
+    if (pipe2(out, O_CLOEXEC) != 0) return PosixError(errno, "create stdout pipe");
+    stdout_.reset(out[0]);
+    out_w.reset(out[1]);
+    if (pipe2(err, O_CLOEXEC) != 0) return PosixError(errno, "create stderr pipe");
+    stderr_.reset(err[0]);
+    err_w.reset(err[1]);
+    fcntl(stdout_.get(), F_SETPIPE_SZ, kPipeSize);
+  }
+  for (const UniqueFd* fd : {&stdin_, &stdout_, &stderr_}) {
+    if (*fd) fcntl(fd->get(), F_SETFL, fcntl(fd->get(), F_GETFL) | O_NONBLOCK);
+  }
+  int error_pipe[2];
   if (pipe2(error_pipe, O_CLOEXEC) != 0) return PosixError(errno, "create error pipe");
   UniqueFd error_r(error_pipe[0]);
   UniqueFd error_w(error_pipe[1]);
-  fcntl(stdout_.get(), F_SETPIPE_SZ, kPipeSize);
-  for (int fd : {stdin_.get(), stdout_.get(), stderr_.get()}) {
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  }
 
   std::vector<int> fds = {(*env)->mnt_ns.get(), (*env)->pid_ns.get(), (*env)->ipc_ns.get(),
                           (*env)->uts_ns.get(), in_r.get(),           out_w.get(),
@@ -368,16 +388,26 @@ absl::Status ExecSession::ProcessInbox() {
         if (stdin_) stdin_pending_ += request.stdin();
         break;
       case v1::ExecRequest::kCloseStdin:
-        close_stdin_after_flush_ = true;
+        // A terminal has no end of input (^D is just a byte): it stays open for the session.
+        if (!terminal_) close_stdin_after_flush_ = true;
         break;
       case v1::ExecRequest::kResize:
-        break;  // no terminal
+        if (terminal_) {
+          if (auto s = Resize(request.resize()); !s.ok()) return s;
+        }
+        break;
       case v1::ExecRequest::kSignal: {
         int sig = request.signal();
         if (sig <= 0 || sig >= NSIG) {
           return absl::InvalidArgumentError(absl::StrCat("signal ", sig, " does not exist"));
         }
-        if (pidfd_) PidfdSendSignal(pidfd_.get(), sig);
+        // With a terminal the signal goes where ^C would send it: the foreground process group.
+        pid_t foreground = 0;
+        if (terminal_ && ioctl(terminal_.get(), TIOCGPGRP, &foreground) == 0 && foreground > 0) {
+          kill(-foreground, sig);
+        } else if (pidfd_) {
+          PidfdSendSignal(pidfd_.get(), sig);
+        }
         break;
       }
       case v1::ExecRequest::kStart:
@@ -387,7 +417,7 @@ absl::Status ExecSession::ProcessInbox() {
     }
   }
   // The client finished writing: end of input for the process once pending data is written.
-  if (read_closed) close_stdin_after_flush_ = true;
+  if (read_closed && !terminal_) close_stdin_after_flush_ = true;
   FlushStdin();
   return absl::OkStatus();
 }
@@ -427,6 +457,7 @@ void ExecSession::ReadOutput(UniqueFd& fd, bool is_stdout) {
   std::string chunk(kChunkSize, '\0');
   ssize_t n = read(fd.get(), chunk.data(), chunk.size());
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  // A terminal's master reads EIO once no process holds the terminal any more: its end.
   if (n <= 0) {
     fd.reset();
     return;
@@ -456,6 +487,45 @@ void ExecSession::SendNext() {
   reactor_->StartWrite(&reactor_->outgoing);
 }
 
+absl::StatusOr<UniqueFd> ExecSession::OpenTerminal(const LiveEnvironment& env,
+                                                   const v1::TerminalSize& size) {
+  // Through the environment's root: the pty belongs to its devpts instance, so inside it is
+  // /dev/pts/N and nothing of the VM's terminals is involved.
+  open_how how{};
+  how.flags = O_RDWR | O_NOCTTY | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  terminal_.reset(Openat2(env.root_dir.get(), "dev/pts/ptmx", &how));
+  if (!terminal_) return PosixError(errno, "open the environment's /dev/pts/ptmx");
+  int unlock = 0;
+  if (ioctl(terminal_.get(), TIOCSPTLCK, &unlock) != 0) return PosixError(errno, "unlock pty");
+  UniqueFd peer(ioctl(terminal_.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!peer) return PosixError(errno, "open the pty's terminal");
+  // What grantpt would do: the terminal belongs to its user, writable by the tty group.
+  if (fchown(peer.get(), env.record.uid(), kTtyGroup) != 0 || fchmod(peer.get(), 0620) != 0) {
+    return PosixError(errno, "give the terminal to the environment's user");
+  }
+  v1::TerminalSize initial = size;
+  if (initial.rows() == 0 && initial.cols() == 0) {
+    initial.set_rows(24);
+    initial.set_cols(80);
+  }
+  if (auto s = Resize(initial); !s.ok()) return s;
+  stdout_.reset(dup(terminal_.get()));
+  stdin_.reset(dup(terminal_.get()));
+  if (!stdout_ || !stdin_) return PosixError(errno, "duplicate the pty master");
+  return peer;
+}
+
+absl::Status ExecSession::Resize(const v1::TerminalSize& size) {
+  if (auto s = ValidateTerminalSize(size); !s.ok()) return s;
+  winsize ws{};
+  ws.ws_row = static_cast<unsigned short>(size.rows());
+  ws.ws_col = static_cast<unsigned short>(size.cols());
+  // The kernel sends SIGWINCH to the terminal's foreground process group.
+  if (ioctl(terminal_.get(), TIOCSWINSZ, &ws) != 0) return PosixError(errno, "resize terminal");
+  return absl::OkStatus();
+}
+
 void ExecSession::KillProcessGroup() {
   // The process leads its own session and process group (setsid in the child).
   kill(-child_.pid, SIGHUP);
@@ -480,6 +550,16 @@ void ExecSession::Finish(const absl::Status& status) {
 
 }  // namespace
 
+absl::Status ValidateTerminalSize(const v1::TerminalSize& size) {
+  if (size.rows() < 1 || size.cols() < 1 || size.rows() > kMaxTerminalSide ||
+      size.cols() > kMaxTerminalSide) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("terminal size ", size.rows(), "x", size.cols(), " is not valid: rows and "
+                     "columns must be between 1 and ", kMaxTerminalSide));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateExecStart(const v1::ExecStart& start) {
   if (start.environment().empty()) {
     return absl::InvalidArgumentError("start.environment is empty");
@@ -498,6 +578,9 @@ absl::Status ValidateExecStart(const v1::ExecStart& start) {
       return absl::InvalidArgumentError(
           absl::StrCat("environment variable \"", key, "\" is not valid"));
     }
+  }
+  if (start.tty() && (start.size().rows() != 0 || start.size().cols() != 0)) {
+    if (auto s = ValidateTerminalSize(start.size()); !s.ok()) return s;
   }
   if (!start.working_dir().empty() &&
       (start.working_dir()[0] != '/' || start.working_dir().find('\0') != std::string::npos)) {

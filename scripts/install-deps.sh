@@ -7,7 +7,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libseccomp-dev libssl-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  procps util-linux
+  procps util-linux bash less vim-tiny
 )
 
 missing=()

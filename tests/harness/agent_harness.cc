@@ -258,6 +258,9 @@ ExecResult Exec(llima::v1::AgentService::Stub& stub, const std::string& environm
   start.mutable_start()->set_environment(environment);
   for (const auto& arg : argv) start.mutable_start()->add_argv(arg);
   start.mutable_start()->set_working_dir(options.working_dir);
+  start.mutable_start()->set_tty(options.tty);
+  start.mutable_start()->mutable_size()->set_rows(options.rows);
+  start.mutable_start()->mutable_size()->set_cols(options.cols);
   for (const auto& [k, v] : options.env) (*start.mutable_start()->mutable_env())[k] = v;
   stream->Write(start);
   std::thread writer([&] {
@@ -297,6 +300,100 @@ ExecResult Exec(llima::v1::AgentService::Stub& stub, const std::string& environm
   writer.join();
   result.status = stream->Finish();
   return result;
+}
+
+ExecStream::ExecStream(llima::v1::AgentService::Stub& stub, const llima::v1::ExecStart& start) {
+  context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  stream_ = stub.Exec(&context_);
+  llima::v1::ExecRequest first;
+  *first.mutable_start() = start;
+  stream_->Write(first);
+  reader_ = std::thread([this] { ReadLoop(); });
+}
+
+ExecStream::~ExecStream() {
+  if (reader_.joinable()) {
+    context_.TryCancel();
+    reader_.join();
+  }
+}
+
+void ExecStream::ReadLoop() {
+  llima::v1::ExecResponse response;
+  while (stream_->Read(&response)) {
+    std::lock_guard lock(mu_);
+    switch (response.response_case()) {
+      case llima::v1::ExecResponse::kStarted:
+        result_.pid = response.started().pid();
+        break;
+      case llima::v1::ExecResponse::kStdout:
+        result_.out += response.stdout();
+        break;
+      case llima::v1::ExecResponse::kStderr:
+        result_.err += response.stderr();
+        break;
+      case llima::v1::ExecResponse::kExited:
+        result_.exit_code = response.exited().exit_code();
+        result_.signal = response.exited().signal();
+        break;
+      default:
+        break;
+    }
+    cv_.notify_all();
+  }
+  std::lock_guard lock(mu_);
+  done_ = true;
+  cv_.notify_all();
+}
+
+bool ExecStream::Send(const llima::v1::ExecRequest& request) { return stream_->Write(request); }
+
+bool ExecStream::SendStdin(const std::string& bytes) {
+  llima::v1::ExecRequest request;
+  request.set_stdin(bytes);
+  return Send(request);
+}
+
+bool ExecStream::Resize(uint32_t rows, uint32_t cols) {
+  llima::v1::ExecRequest request;
+  request.mutable_resize()->set_rows(rows);
+  request.mutable_resize()->set_cols(cols);
+  return Send(request);
+}
+
+bool ExecStream::Signal(int sig) {
+  llima::v1::ExecRequest request;
+  request.set_signal(sig);
+  return Send(request);
+}
+
+bool ExecStream::WaitFor(const std::string& text, int timeout_ms) {
+  std::unique_lock lock(mu_);
+  size_t found = std::string::npos;
+  cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
+    found = result_.out.find(text, consumed_);
+    return found != std::string::npos || done_;
+  });
+  if (found == std::string::npos) found = result_.out.find(text, consumed_);
+  if (found == std::string::npos) return false;
+  consumed_ = found + text.size();
+  return true;
+}
+
+void ExecStream::Cancel() { context_.TryCancel(); }
+
+ExecResult ExecStream::Finish() {
+  stream_->WritesDone();
+  reader_.join();
+  grpc::Status status = stream_->Finish();
+  std::lock_guard lock(mu_);
+  result_.status = status;
+  return result_;
+}
+
+std::string ExecStream::output() {
+  std::lock_guard lock(mu_);
+  return result_.out;
 }
 
 ExecResult Shell(llima::v1::AgentService::Stub& stub, const std::string& environment,

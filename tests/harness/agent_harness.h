@@ -5,7 +5,10 @@
 
 #include <sys/types.h>
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -62,6 +65,16 @@ class AgentProcess {
   std::unique_ptr<llima::v1::AgentService::Stub> stub_;
 };
 
+struct ExecOptions {
+  std::string stdin_data;
+  std::string working_dir;
+  std::vector<std::pair<std::string, std::string>> env;
+  bool close_stdin = true;
+  bool tty = false;
+  uint32_t rows = 0;
+  uint32_t cols = 0;
+};
+
 struct ExecResult {
   grpc::Status status;
   int exit_code = -1;
@@ -71,11 +84,37 @@ struct ExecResult {
   std::string err;
 };
 
-struct ExecOptions {
-  std::string stdin_data;
-  std::string working_dir;
-  std::vector<std::pair<std::string, std::string>> env;
-  bool close_stdin = true;
+// One Exec call driven step by step: send input, resizes and signals, wait for output.
+class ExecStream {
+ public:
+  ExecStream(llima::v1::AgentService::Stub& stub, const llima::v1::ExecStart& start);
+  ~ExecStream();
+
+  bool Send(const llima::v1::ExecRequest& request);
+  bool SendStdin(const std::string& bytes);
+  bool Resize(uint32_t rows, uint32_t cols);
+  bool Signal(int sig);
+  // Waits until stdout contains `text` (after what earlier waits consumed); false on timeout
+  // or end of the call.
+  bool WaitFor(const std::string& text, int timeout_ms = 10000);
+  // Cancels the call as a vanished client would.
+  void Cancel();
+  // Waits for the end of the call.
+  ExecResult Finish();
+  std::string output();
+
+ private:
+  void ReadLoop();
+
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<llima::v1::ExecRequest, llima::v1::ExecResponse>>
+      stream_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  ExecResult result_;
+  size_t consumed_ = 0;
+  bool done_ = false;
+  std::thread reader_;
 };
 
 // Runs argv in `environment` through the Exec RPC and collects everything.

@@ -1,0 +1,283 @@
+// Exec on a terminal and the life of exec'd processes: the pty of the environment's own devpts,
+// size and resize, ^C and job control, signals, disconnects, detached processes, many
+// concurrent calls.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <future>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "agent_harness.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace llima::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+
+constexpr uid_t kOwner = 4242;
+
+class TerminalTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_EQ(geteuid(), 0u) << "integration tests need root";
+    scratch_ = new ScratchDir();
+    agent_ = new AgentProcess(scratch_->path());
+    agent_->Start();
+    for (int i = 0; i < 5; ++i) {
+      std::string project = scratch_->MakeDir(absl::StrCat("projects/p", i), kOwner, kOwner);
+      grpc::ClientContext context;
+      v1::CreateEnvironmentRequest request;
+      request.set_project_path(project);
+      v1::Environment env;
+      grpc::Status s = agent_->stub().CreateEnvironment(&context, request, &env);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      envs_.push_back(env.name());
+    }
+  }
+  static void TearDownTestSuite() {
+    delete agent_;
+    delete scratch_;
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "---- agent log ----\n" << agent_->log();
+  }
+
+  static v1::ExecStart Start(std::vector<std::string> argv, bool tty = true, uint32_t rows = 0,
+                             uint32_t cols = 0) {
+    v1::ExecStart start;
+    start.set_environment(envs_[0]);
+    for (auto& a : argv) start.add_argv(a);
+    start.set_tty(tty);
+    start.mutable_size()->set_rows(rows);
+    start.mutable_size()->set_cols(cols);
+    (*start.mutable_env())["TERM"] = "xterm";
+    return start;
+  }
+
+  static bool HostSees(const std::string& needle) {
+    return HostOutput("ps -eo args").find(needle) != std::string::npos;
+  }
+  // Waits up to `ms` for `needle` to disappear from the host's process list.
+  static bool GoneWithin(const std::string& needle, int ms) {
+    for (int waited = 0; waited < ms; waited += 50) {
+      if (!HostSees(needle)) return true;
+      usleep(50000);
+    }
+    return !HostSees(needle);
+  }
+
+  static inline ScratchDir* scratch_ = nullptr;
+  static inline AgentProcess* agent_ = nullptr;
+  static inline std::vector<std::string> envs_;
+};
+
+TEST_F(TerminalTest, TtyIsAPtyOfTheEnvironmentsOwnDevpts) {
+  ExecResult r = Exec(agent_->stub(), envs_[0], {"sh", "-c", "tty; test -t 0 && test -t 1 && "
+                                                 "echo both-terminals; ls /dev/pts"},
+                      {.tty = true});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_THAT(r.out, MatchesRegex("/dev/pts/[0-9]+\r\nboth-terminals\r\n[0-9 \r\nptmx]*"));
+  EXPECT_EQ(r.err, "") << "a terminal has only one output stream";
+}
+
+TEST_F(TerminalTest, InitialSizeIsApplied) {
+  ExecResult r = Exec(agent_->stub(), envs_[0], {"stty", "size"},
+                      {.tty = true, .rows = 33, .cols = 101});
+  EXPECT_EQ(r.out, "33 101\r\n");
+  ExecResult defaults = Exec(agent_->stub(), envs_[0], {"stty", "size"}, {.tty = true});
+  EXPECT_EQ(defaults.out, "24 80\r\n");
+}
+
+TEST_F(TerminalTest, ResizeChangesTheSizeAndSendsSigwinch) {
+  ExecStream s(agent_->stub(), Start({"sh", "-c",
+                                      "trap 'echo winch; stty size' WINCH; echo ready; "
+                                      "while :; do sleep 0.05; done"}));
+  ASSERT_TRUE(s.WaitFor("ready"));
+  ASSERT_TRUE(s.Resize(50, 132));
+  EXPECT_TRUE(s.WaitFor("winch")) << s.output();
+  EXPECT_TRUE(s.WaitFor("50 132")) << s.output();
+  s.Signal(SIGKILL);
+  ExecResult r = s.Finish();
+  EXPECT_EQ(r.signal, SIGKILL);
+}
+
+TEST_F(TerminalTest, BadTerminalSizesAreRefused) {
+  ExecResult zero_rows =
+      Exec(agent_->stub(), envs_[0], {"true"}, {.tty = true, .rows = 0, .cols = 80});
+  EXPECT_EQ(zero_rows.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ExecResult huge =
+      Exec(agent_->stub(), envs_[0], {"true"}, {.tty = true, .rows = 100000, .cols = 80});
+  EXPECT_EQ(huge.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(huge.status.error_message(), HasSubstr("terminal size"));
+
+  ExecStream s(agent_->stub(), Start({"sleep", "5"}));
+  s.Resize(0, 0);
+  ExecResult r = s.Finish();
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(TerminalTest, CtrlCStopsTheForegroundCommandAndTheShellSurvives) {
+  ExecStream s(agent_->stub(), Start({"bash", "--norc", "-i"}));
+  s.SendStdin("sleep 100\n");
+  for (int i = 0; i < 40 && !HostSees("sleep 100"); ++i) usleep(50000);
+  ASSERT_TRUE(HostSees("sleep 100"));
+  s.SendStdin("\x03");
+  EXPECT_TRUE(GoneWithin("sleep 100", 3000));
+  s.SendStdin("echo status-$?\n");
+  EXPECT_TRUE(s.WaitFor("status-130")) << s.output();
+  s.SendStdin("echo alive-$((6*7))\n");
+  EXPECT_TRUE(s.WaitFor("alive-42")) << s.output();
+  s.SendStdin("exit 7\n");
+  ExecResult r = s.Finish();
+  EXPECT_EQ(r.exit_code, 7);
+  EXPECT_EQ(r.signal, 0);
+}
+
+TEST_F(TerminalTest, JobControlWorks) {
+  ExecStream s(agent_->stub(), Start({"bash", "--norc", "-i"}));
+  s.SendStdin("sleep 101 &\n");
+  s.SendStdin("jobs; echo listed\n");
+  EXPECT_TRUE(s.WaitFor("Running")) << s.output();
+  ASSERT_TRUE(s.WaitFor("listed"));
+  s.SendStdin("fg\n");
+  ASSERT_TRUE(s.WaitFor("sleep 101")) << s.output();
+  usleep(200000);
+  s.SendStdin("\x1a");  // ^Z
+  EXPECT_TRUE(s.WaitFor("Stopped")) << s.output();
+  s.SendStdin("kill -9 %1; wait; echo killed\n");
+  EXPECT_TRUE(s.WaitFor("killed")) << s.output();
+  s.SendStdin("exit 0\n");
+  EXPECT_EQ(s.Finish().exit_code, 0);
+}
+
+TEST_F(TerminalTest, KillingTheShellReports137) {
+  ExecResult r = Exec(agent_->stub(), envs_[0], {"bash", "--norc", "-c", "kill -9 $$"},
+                      {.tty = true});
+  EXPECT_EQ(r.exit_code, 137);
+  EXPECT_EQ(r.signal, 9);
+}
+
+TEST_F(TerminalTest, FullScreenProgramsDrawAndQuit) {
+  ExecStream s(agent_->stub(), Start({"sh", "-c", "seq 1 500 | less"}, true, 20, 60));
+  EXPECT_TRUE(s.WaitFor("19")) << s.output();  // first screen of lines
+  s.SendStdin("q");
+  ExecResult r = s.Finish();
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("500")));
+
+  ExecStream vi(agent_->stub(), Start({"vi", "-u", "NONE", "/tmp/edited"}, true, 24, 80));
+  usleep(300000);
+  vi.SendStdin("ihello from vi\x1b:wq\r");
+  EXPECT_EQ(vi.Finish().exit_code, 0);
+  EXPECT_EQ(Exec(agent_->stub(), envs_[0], {"cat", "/tmp/edited"}).out, "hello from vi\n");
+}
+
+TEST_F(TerminalTest, SignalMessagesReachTheProcess) {
+  ExecStream s(agent_->stub(), Start({"sleep", "102"}, /*tty=*/false));
+  for (int i = 0; i < 40 && !HostSees("sleep 102"); ++i) usleep(50000);
+  ASSERT_TRUE(HostSees("sleep 102"));
+  s.Signal(SIGTERM);
+  ExecResult r = s.Finish();
+  EXPECT_EQ(r.signal, SIGTERM);
+  EXPECT_EQ(r.exit_code, 128 + SIGTERM);
+  ExecStream bad(agent_->stub(), Start({"sleep", "5"}, false));
+  bad.Signal(1000);
+  EXPECT_EQ(bad.Finish().status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(TerminalTest, StdinAfterCloseIsAnError) {
+  ExecStream s(agent_->stub(), Start({"sleep", "5"}, false));
+  v1::ExecRequest close;
+  close.set_close_stdin(true);
+  s.Send(close);
+  s.SendStdin("late");
+  ExecResult r = s.Finish();
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(r.status.error_message(), HasSubstr("after close_stdin"));
+}
+
+TEST_F(TerminalTest, FirstMessageMustBeStart) {
+  grpc::ClientContext context;
+  auto stream = agent_->stub().Exec(&context);
+  v1::ExecRequest stdin_first;
+  stdin_first.set_stdin("x");
+  stream->Write(stdin_first);
+  stream->WritesDone();
+  v1::ExecResponse ignored;
+  while (stream->Read(&ignored)) {
+  }
+  grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("start"));
+}
+
+TEST_F(TerminalTest, AVanishedClientsProcessesAreEndedWithinTheGracePeriod) {
+  for (bool tty : {false, true}) {
+    std::string marker = tty ? "sleep 968" : "sleep 969";
+    auto s = std::make_unique<ExecStream>(
+        agent_->stub(), Start({"sh", "-c", marker + " & " + marker + "; echo never"}, tty));
+    for (int i = 0; i < 40 && !HostSees(marker); ++i) usleep(50000);
+    ASSERT_TRUE(HostSees(marker));
+    s->Cancel();
+    s.reset();
+    // SIGHUP at once, SIGKILL after a 2 s grace period: gone well within 5 s, background
+    // children of the process group included.
+    EXPECT_TRUE(GoneWithin(marker, 5000)) << (tty ? "with" : "without") << " a terminal";
+  }
+}
+
+TEST_F(TerminalTest, ADetachedProcessOutlivesItsClient) {
+  v1::ExecStart start = Start({"sleep", "967"}, false);
+  start.set_detached(true);
+  auto s = std::make_unique<ExecStream>(agent_->stub(), start);
+  for (int i = 0; i < 40 && !HostSees("sleep 967"); ++i) usleep(50000);
+  s->Cancel();
+  s.reset();
+  usleep(2500000);  // longer than the grace period
+  EXPECT_TRUE(HostSees("sleep 967"));
+  Exec(agent_->stub(), envs_[0], {"pkill", "-f", "sleep 967"});
+  EXPECT_TRUE(GoneWithin("sleep 967", 3000));
+  // Reaped, not left as a zombie.
+  EXPECT_EQ(HostOutput("ps -eo stat,args | grep '^Z.*sleep' | grep -v grep"), "");
+}
+
+TEST_F(TerminalTest, TwentyConcurrentShellsInFiveEnvironments) {
+  std::vector<std::future<ExecResult>> results;
+  for (int i = 0; i < 20; ++i) {
+    results.push_back(std::async(std::launch::async, [i] {
+      const std::string& env = envs_[i % 5];
+      return Exec(agent_->stub(), env,
+                  {"sh", "-c", absl::StrCat("echo shell-", i, " $(whoami); sleep 0.2; "
+                                            "head -c 300000 /dev/zero | wc -c; exit ", i)},
+                  {.tty = i % 2 == 0});
+    }));
+  }
+  for (int i = 0; i < 20; ++i) {
+    ExecResult r = results[i].get();
+    ASSERT_TRUE(r.status.ok()) << i << ": " << r.status.error_message();
+    std::string eol = i % 2 == 0 ? "\r\n" : "\n";
+    EXPECT_EQ(r.out, absl::StrCat("shell-", i, " ", envs_[i % 5], eol, "300000", eol)) << i;
+    EXPECT_EQ(r.exit_code, i);
+  }
+}
+
+TEST_F(TerminalTest, TwoShellsOfOneEnvironmentShareTmp) {
+  ExecStream first(agent_->stub(), Start({"bash", "--norc", "-i"}));
+  ExecStream second(agent_->stub(), Start({"bash", "--norc", "-i"}));
+  first.SendStdin("echo from-first > /tmp/shared-note; echo written\n");
+  ASSERT_TRUE(first.WaitFor("written"));
+  second.SendStdin("cat /tmp/shared-note\n");
+  EXPECT_TRUE(second.WaitFor("from-first")) << second.output();
+  first.SendStdin("exit\n");
+  second.SendStdin("exit\n");
+  first.Finish();
+  second.Finish();
+}
+
+}  // namespace
+}  // namespace llima::testing
