@@ -86,35 +86,57 @@ absl::Status AgentClient::Delete(const std::string& name) {
   return FromGrpc(stub_->DeleteEnvironment(&context, request, &response));
 }
 
-absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, int stdin_fd,
-                                                 int stdout_fd, int stderr_fd) {
+absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, const ExecIo& io) {
   grpc::ClientContext context;
   auto stream = stub_->Exec(&context);
   v1::ExecRequest first;
   *first.mutable_start() = start;
   if (!stream->Write(first)) return FromGrpc(stream->Finish());
 
-  // stdin is pumped by its own thread; `stop` ends it once the process has exited.
+  // Input (stdin and terminal resizes) is pumped by its own thread, the only one writing to
+  // the stream; `stop` ends it once the process has exited.
   UniqueFd stop(eventfd(0, EFD_CLOEXEC));
   std::thread pump([&] {
     std::string buffer(kStdinChunk, '\0');
-    while (stdin_fd >= 0) {
-      pollfd pfds[2] = {{stdin_fd, POLLIN, 0}, {stop.get(), POLLIN, 0}};
-      if (poll(pfds, 2, -1) < 0) {
+    bool stdin_open = io.stdin_fd >= 0;
+    for (;;) {
+      pollfd pfds[3] = {{stop.get(), POLLIN, 0},
+                        {io.resize_fd, POLLIN, 0},
+                        {stdin_open ? io.stdin_fd : -1, POLLIN, 0}};
+      if (!stdin_open && io.resize_fd < 0) break;
+      if (poll(pfds, 3, -1) < 0) {
         if (errno == EINTR) continue;
         break;
       }
-      if (pfds[1].revents) return;
-      ssize_t n = read(stdin_fd, buffer.data(), buffer.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      v1::ExecRequest request;
-      request.set_stdin(buffer.data(), static_cast<size_t>(n));
-      if (!stream->Write(request)) return;
+      if (pfds[0].revents) return;
+      if (pfds[1].revents & POLLIN) {
+        char drain[64];
+        (void)!read(io.resize_fd, drain, sizeof(drain));
+        v1::ExecRequest resize;
+        *resize.mutable_resize() = io.terminal_size();
+        if (!stream->Write(resize)) return;
+      }
+      if (pfds[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+        ssize_t n = read(io.stdin_fd, buffer.data(), buffer.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          stdin_open = false;
+          v1::ExecRequest close;
+          close.set_close_stdin(true);
+          if (!stream->Write(close)) return;
+          continue;
+        }
+        v1::ExecRequest request;
+        request.set_stdin(buffer.data(), static_cast<size_t>(n));
+        if (!stream->Write(request)) return;
+      }
     }
-    v1::ExecRequest close;
-    close.set_close_stdin(true);
-    if (stream->Write(close)) stream->WritesDone();
+    if (io.stdin_fd < 0) {
+      v1::ExecRequest close;
+      close.set_close_stdin(true);
+      if (!stream->Write(close)) return;
+    }
+    stream->WritesDone();
   });
 
   std::optional<v1::ExecExited> exited;
@@ -122,10 +144,10 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, int
   while (stream->Read(&response)) {
     switch (response.response_case()) {
       case v1::ExecResponse::kStdout:
-        WriteFully(stdout_fd, response.stdout());
+        WriteFully(io.stdout_fd, response.stdout());
         break;
       case v1::ExecResponse::kStderr:
-        WriteFully(stderr_fd, response.stderr());
+        WriteFully(io.stderr_fd, response.stderr());
         break;
       case v1::ExecResponse::kExited:
         exited = response.exited();

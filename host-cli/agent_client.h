@@ -2,6 +2,7 @@
 
 // A client of llima-agent's gRPC API over its Unix socket.
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,10 +22,18 @@ class AgentClient {
   absl::StatusOr<std::vector<v1::Environment>> List();
   absl::Status Delete(const std::string& name);
 
-  // Runs a process and streams it: bytes read from `stdin_fd` (-1: none) go to its stdin, its
-  // stdout and stderr to `stdout_fd` and `stderr_fd`. Returns how it ended.
-  absl::StatusOr<v1::ExecExited> Exec(const v1::ExecStart& start, int stdin_fd, int stdout_fd,
-                                      int stderr_fd);
+  // Where an exec's streams come from and go to.
+  struct ExecIo {
+    int stdin_fd = -1;  // -1: no input
+    int stdout_fd = 1;
+    int stderr_fd = 2;
+    // Readable when the local terminal changed size; terminal_size() then gives the new size.
+    int resize_fd = -1;
+    std::function<v1::TerminalSize()> terminal_size;
+  };
+
+  // Runs a process and streams it. Returns how it ended.
+  absl::StatusOr<v1::ExecExited> Exec(const v1::ExecStart& start, const ExecIo& io);
 
   const std::string& socket_path() const { return socket_path_; }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "agent_client.h"
+#include "terminal_session.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -55,6 +56,16 @@ absl::StatusOr<std::string> ResolvePath(const std::string& path) {
 }
 
 int Run(int argc, char** argv) {
+  // Everything after the first "--" is the command to run, passed on untouched.
+  std::vector<std::string> command;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--") {
+      command.assign(argv + i + 1, argv + argc);
+      argc = i;
+      break;
+    }
+  }
+
   CLI::App app{"llima-box: an isolated environment for each project, in one shared VM."};
   app.require_subcommand(1);
   std::string socket;
@@ -75,15 +86,23 @@ int Run(int argc, char** argv) {
   std::string delete_name;
   del->add_option("NAME", delete_name, "Environment name")->required();
 
-  CLI::App* exec = app.add_subcommand("exec", "Run a command in an environment");
+  CLI::App* shell = app.add_subcommand(
+      "shell",
+      "Open a shell (or run CMD after --) in the environment of a project, creating it if "
+      "needed. Interactive on a terminal; plain streams otherwise");
+  std::string shell_path = ".";
+  shell->add_option("PATH", shell_path, "Project directory (default: the current directory)");
+  shell->footer("Usage: llima-box shell [PATH] [-- CMD ...]");
+
+  CLI::App* exec = app.add_subcommand(
+      "exec", "Run CMD (after --) in an environment, with separate stdout and stderr");
   std::string exec_name;
-  std::vector<std::string> exec_argv;
   std::string exec_workdir;
   std::vector<std::string> exec_env;
   exec->add_option("NAME", exec_name, "Environment name")->required();
   exec->add_option("--workdir,-w", exec_workdir, "Working directory (default: the project)");
   exec->add_option("--env,-e", exec_env, "Set a variable (KEY=VALUE), repeatable");
-  exec->add_option("CMD", exec_argv, "Command and arguments (after --)")->required();
+  exec->footer("Usage: llima-box exec NAME [-w DIR] [-e KEY=VALUE ...] -- CMD [ARG ...]");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -127,10 +146,29 @@ int Run(int argc, char** argv) {
     std::printf("deleted %s\n", delete_name.c_str());
     return 0;
   }
+  if (*shell) {
+    absl::StatusOr<std::string> path = ResolvePath(shell_path);
+    if (!path.ok()) return Fail(path.status());
+    absl::StatusOr<v1::Environment> env = client.Create(*path);
+    if (!env.ok()) return Fail(env.status());
+    v1::ExecStart start;
+    start.set_environment(env->name());
+    if (command.empty()) {
+      start.add_argv(env->shell());
+      start.add_argv("-l");
+    }
+    for (const std::string& arg : command) start.add_argv(arg);
+    absl::StatusOr<int> status = RunAttached(client, start);
+    if (!status.ok()) return Fail(status.status());
+    return *status;
+  }
   if (*exec) {
+    if (command.empty()) {
+      return Fail(absl::InvalidArgumentError("exec needs a command after --"));
+    }
     v1::ExecStart start;
     start.set_environment(exec_name);
-    for (const std::string& arg : exec_argv) start.add_argv(arg);
+    for (const std::string& arg : command) start.add_argv(arg);
     start.set_working_dir(exec_workdir);
     for (const std::string& var : exec_env) {
       size_t eq = var.find('=');
@@ -140,8 +178,9 @@ int Run(int argc, char** argv) {
       }
       (*start.mutable_env())[var.substr(0, eq)] = var.substr(eq + 1);
     }
-    absl::StatusOr<v1::ExecExited> exited =
-        client.Exec(start, STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO);
+    AgentClient::ExecIo io;
+    io.stdin_fd = STDIN_FILENO;
+    absl::StatusOr<v1::ExecExited> exited = client.Exec(start, io);
     if (!exited.ok()) return Fail(exited.status());
     return exited->exit_code();
   }

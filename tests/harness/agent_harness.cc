@@ -3,6 +3,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <pty.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -399,6 +402,108 @@ std::string ExecStream::output() {
 ExecResult Shell(llima::v1::AgentService::Stub& stub, const std::string& environment,
                  const std::string& script) {
   return Exec(stub, environment, {"sh", "-c", script});
+}
+
+PtyProcess::PtyProcess(const std::vector<std::string>& argv,
+                       const std::vector<std::string>& env, unsigned short rows,
+                       unsigned short cols) {
+  winsize ws{};
+  ws.ws_row = rows;
+  ws.ws_col = cols;
+  pid_ = forkpty(&master_, nullptr, nullptr, &ws);
+  Check(pid_ >= 0, "forkpty");
+  if (pid_ == 0) {
+    for (const std::string& e : env) putenv(const_cast<char*>(e.c_str()));
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  fcntl(master_, F_SETFL, fcntl(master_, F_GETFL) | O_NONBLOCK);
+}
+
+PtyProcess::~PtyProcess() {
+  if (status_ < 0 && pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  if (master_ >= 0) close(master_);
+}
+
+void PtyProcess::Write(const std::string& bytes) {
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = write(master_, bytes.data() + off, bytes.size() - off);
+    if (n < 0 && errno == EAGAIN) {
+      usleep(1000);
+      continue;
+    }
+    if (n <= 0) return;
+    off += static_cast<size_t>(n);
+  }
+}
+
+void PtyProcess::Pump(int timeout_ms) {
+  pollfd p{master_, POLLIN, 0};
+  if (poll(&p, 1, timeout_ms) <= 0) return;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(master_, buf, sizeof(buf));
+    if (n <= 0) return;
+    out_.append(buf, static_cast<size_t>(n));
+  }
+}
+
+bool PtyProcess::WaitFor(const std::string& text, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    size_t found = out_.find(text, consumed_);
+    if (found != std::string::npos) {
+      consumed_ = found + text.size();
+      return true;
+    }
+    Pump(20);
+  }
+  return false;
+}
+
+void PtyProcess::Resize(unsigned short rows, unsigned short cols) {
+  winsize ws{};
+  ws.ws_row = rows;
+  ws.ws_col = cols;
+  ioctl(master_, TIOCSWINSZ, &ws);
+}
+
+int PtyProcess::Wait(int timeout_ms) {
+  if (status_ >= 0) return status_;
+  for (int waited = 0; waited <= timeout_ms; waited += 10) {
+    Pump(0);
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      Pump(0);
+      status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return status_;
+    }
+    usleep(10000);
+  }
+  return -1;
+}
+
+bool PtyProcess::TerminalSettings(struct termios* settings) const {
+  // The master's own settings are not the terminal's: ask the terminal side.
+  const char* name = ptsname(master_);
+  if (name == nullptr) return false;
+  int fd = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = tcgetattr(fd, settings) == 0;
+  close(fd);
+  return ok;
+}
+
+std::string PtyProcess::output() {
+  Pump(0);
+  return out_;
 }
 
 std::string HostOutput(const std::string& command) {

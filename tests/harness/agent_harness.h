@@ -4,6 +4,7 @@
 // the integration tests and the benchmarks; needs root.
 
 #include <sys/types.h>
+#include <termios.h>
 
 #include <condition_variable>
 #include <memory>
@@ -124,6 +125,34 @@ ExecResult Exec(llima::v1::AgentService::Stub& stub, const std::string& environm
 // `sh -c script` in the environment.
 ExecResult Shell(llima::v1::AgentService::Stub& stub, const std::string& environment,
                  const std::string& script);
+
+// A program run on a pseudo-terminal of its own, as a person at a terminal would run it.
+class PtyProcess {
+ public:
+  PtyProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+             unsigned short rows = 24, unsigned short cols = 80);
+  ~PtyProcess();
+  void Write(const std::string& bytes);
+  // Waits until the output contains `text` (after what earlier waits consumed).
+  bool WaitFor(const std::string& text, int timeout_ms = 10000);
+  // Changes the terminal's size; the kernel sends SIGWINCH to its foreground process group.
+  void Resize(unsigned short rows, unsigned short cols);
+  // Waits for the program to exit; its exit status (128+N for signal N), -1 on timeout.
+  int Wait(int timeout_ms = 10000);
+  pid_t pid() const { return pid_; }
+  int master() const { return master_; }
+  // The terminal's current settings, as the program sees them.
+  bool TerminalSettings(struct termios* settings) const;
+  std::string output();
+
+ private:
+  void Pump(int timeout_ms);
+  pid_t pid_ = -1;
+  int master_ = -1;
+  std::string out_;
+  size_t consumed_ = 0;
+  int status_ = -1;
+};
 
 // Output of a command run on the host (through /bin/sh).
 std::string HostOutput(const std::string& command);

@@ -1,0 +1,114 @@
+#include "terminal_session.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "unique_fd.h"
+
+namespace llima {
+namespace {
+
+// Signal handlers can only reach globals.
+termios g_saved_terminal;
+volatile sig_atomic_t g_raw = 0;
+int g_resize_write_fd = -1;
+
+constexpr int kFatalSignals[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGPIPE, SIGALRM};
+
+void RestoreTerminal() {
+  if (g_raw) {
+    tcsetattr(STDIN_FILENO, TCSADRAIN, &g_saved_terminal);
+    g_raw = 0;
+  }
+}
+
+// Killed while the terminal is raw: put it back, then die of the same signal.
+void OnFatalSignal(int sig) {
+  RestoreTerminal();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void OnWindowChange(int) {
+  int saved_errno = errno;
+  (void)!write(g_resize_write_fd, "w", 1);
+  errno = saved_errno;
+}
+
+v1::TerminalSize CurrentSize() {
+  v1::TerminalSize size;
+  winsize ws{};
+  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0) {
+    size.set_rows(ws.ws_row);
+    size.set_cols(ws.ws_col);
+  } else {
+    size.set_rows(24);
+    size.set_cols(80);
+  }
+  return size;
+}
+
+// Raw mode for the lifetime of the object, restored on every way out of it.
+class RawTerminal {
+ public:
+  RawTerminal() {
+    if (tcgetattr(STDIN_FILENO, &g_saved_terminal) != 0) return;
+    for (int sig : kFatalSignals) signal(sig, OnFatalSignal);
+    termios raw = g_saved_terminal;
+    cfmakeraw(&raw);
+    if (tcsetattr(STDIN_FILENO, TCSADRAIN, &raw) == 0) g_raw = 1;
+  }
+  ~RawTerminal() {
+    RestoreTerminal();
+    for (int sig : kFatalSignals) signal(sig, SIG_DFL);
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<int> RunAttached(AgentClient& client, v1::ExecStart start) {
+  AgentClient::ExecIo io;
+  io.stdin_fd = STDIN_FILENO;
+  bool interactive = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+  if (!interactive) {
+    absl::StatusOr<v1::ExecExited> exited = client.Exec(start, io);
+    if (!exited.ok()) return exited.status();
+    return exited->exit_code();
+  }
+
+  start.set_tty(true);
+  *start.mutable_size() = CurrentSize();
+  const char* term = getenv("TERM");
+  if (term != nullptr && !start.env().contains("TERM")) (*start.mutable_env())["TERM"] = term;
+
+  int resize_pipe[2];
+  if (pipe2(resize_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    return absl::InternalError("cannot create a pipe");
+  }
+  UniqueFd resize_read(resize_pipe[0]);
+  UniqueFd resize_write(resize_pipe[1]);
+  g_resize_write_fd = resize_write.get();
+  struct sigaction winch {};
+  winch.sa_handler = OnWindowChange;
+  winch.sa_flags = SA_RESTART;
+  sigaction(SIGWINCH, &winch, nullptr);
+  io.resize_fd = resize_read.get();
+  io.terminal_size = CurrentSize;
+
+  absl::StatusOr<v1::ExecExited> exited;
+  {
+    RawTerminal raw;
+    exited = client.Exec(start, io);
+  }
+  signal(SIGWINCH, SIG_DFL);
+  g_resize_write_fd = -1;
+  if (!exited.ok()) return exited.status();
+  return exited->exit_code();
+}
+
+}  // namespace llima

@@ -1,0 +1,17 @@
+#pragma once
+
+// Running a command in an environment attached to this process's standard streams, the way
+// `ssh -t` does: on a terminal (raw mode, window size forwarded, terminal restored on every way
+// out), or as plain separate streams when stdin or stdout is not a terminal. Shared by
+// `llima-box shell` and `llima-sandbox`.
+
+#include "absl/status/statusor.h"
+#include "agent_client.h"
+
+namespace llima {
+
+// Runs `start` (its tty, size and TERM are filled in here). Returns the status for the command
+// line: the command's exit code, or 128 + the signal that ended it.
+absl::StatusOr<int> RunAttached(AgentClient& client, v1::ExecStart start);
+
+}  // namespace llima

@@ -1,0 +1,166 @@
+// `llima-box shell` and `llima-sandbox` at a real terminal (a pty opened by the test), and with
+// plain streams.
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "agent_harness.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace llima::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr uid_t kOwner = 4242;
+
+class ShellTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_EQ(geteuid(), 0u) << "integration tests need root";
+    scratch_ = new ScratchDir();
+    agent_ = new AgentProcess(scratch_->path());
+    agent_->Start();
+    project_ = scratch_->MakeDir("projects/shelled", kOwner, kOwner);
+  }
+  static void TearDownTestSuite() {
+    delete agent_;
+    delete scratch_;
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "---- agent log ----\n" << agent_->log();
+  }
+
+  static std::vector<std::string> Env() {
+    return {"LLIMA_BOX_SOCKET=" + agent_->socket_path(), "TERM=xterm"};
+  }
+  static std::unique_ptr<PtyProcess> Shell(std::vector<std::string> command = {},
+                                           unsigned short rows = 24, unsigned short cols = 80) {
+    std::vector<std::string> argv = {LLIMA_BOX_BINARY, "shell", project_};
+    if (!command.empty()) argv.push_back("--");
+    argv.insert(argv.end(), command.begin(), command.end());
+    return std::make_unique<PtyProcess>(argv, Env(), rows, cols);
+  }
+  static bool HostSees(const std::string& needle) {
+    return HostOutput("ps -eo args").find(needle) != std::string::npos;
+  }
+  static bool GoneWithin(const std::string& needle, int ms) {
+    for (int waited = 0; waited < ms; waited += 50) {
+      if (!HostSees(needle)) return true;
+      usleep(50000);
+    }
+    return false;
+  }
+
+  static inline ScratchDir* scratch_ = nullptr;
+  static inline AgentProcess* agent_ = nullptr;
+  static inline std::string project_;
+};
+
+TEST_F(ShellTest, OpensALoginShellInTheProjectOnATerminal) {
+  auto shell = Shell();
+  termios before;
+  ASSERT_TRUE(shell->TerminalSettings(&before));
+  ASSERT_NE(before.c_lflag & ICANON, 0u);
+  shell->Write("echo \"[$(tty)] [$(pwd)] [$(whoami)] [$TERM]\"\r");
+  EXPECT_TRUE(shell->WaitFor("[/dev/pts/")) << shell->output();
+  EXPECT_TRUE(shell->WaitFor(absl::StrCat("] [", project_, "] [shelled-"))) << shell->output();
+  EXPECT_TRUE(shell->WaitFor("] [xterm]")) << shell->output();
+  shell->Write("exit 7\r");
+  EXPECT_EQ(shell->Wait(), 7);
+  termios after;
+  ASSERT_TRUE(shell->TerminalSettings(&after));
+  EXPECT_EQ(after.c_lflag & (ICANON | ECHO | ISIG), before.c_lflag & (ICANON | ECHO | ISIG))
+      << "the terminal was left in raw mode";
+}
+
+TEST_F(ShellTest, WindowSizeFollowsTheTerminal) {
+  auto shell = Shell({"sh", "-c", "stty size; trap 'stty size' WINCH; echo ready; "
+                                  "while :; do sleep 0.05; done"},
+                     30, 90);
+  EXPECT_TRUE(shell->WaitFor("30 90")) << shell->output();
+  ASSERT_TRUE(shell->WaitFor("ready"));
+  shell->Resize(45, 120);
+  EXPECT_TRUE(shell->WaitFor("45 120")) << shell->output();
+  shell->Write("\x03");
+  EXPECT_EQ(shell->Wait(), 128 + SIGINT);
+}
+
+TEST_F(ShellTest, CtrlCStopsACommandAndTheShellSurvives) {
+  auto shell = Shell({"bash", "--norc", "-i"});
+  shell->Write("sleep 965\r");
+  for (int i = 0; i < 40 && !HostSees("sleep 965"); ++i) usleep(50000);
+  ASSERT_TRUE(HostSees("sleep 965"));
+  shell->Write("\x03");
+  EXPECT_TRUE(GoneWithin("sleep 965", 3000));
+  shell->Write("echo status-$?\r");
+  EXPECT_TRUE(shell->WaitFor("status-130")) << shell->output();
+  shell->Write("exit\r");
+  EXPECT_EQ(shell->Wait(), 0) << "the status of the last command, the echo";
+}
+
+TEST_F(ShellTest, ExitStatusIsTheCommandsOr128PlusSignal) {
+  EXPECT_EQ(Shell({"bash", "-c", "kill -9 $$"})->Wait(), 137);
+  EXPECT_EQ(Shell({"sh", "-c", "exit 42"})->Wait(), 42);
+}
+
+TEST_F(ShellTest, KillingTheCliEndsItsProcesses) {
+  // The number is computed inside, so that only the real process, not the CLI's own command
+  // line, shows "sleep 964".
+  auto shell = Shell({"sh", "-c", "sleep $((960+4)) & sleep $((960+4))"});
+  for (int i = 0; i < 40 && !HostSees("sleep 964"); ++i) usleep(50000);
+  ASSERT_TRUE(HostSees("sleep 964"));
+  kill(shell->pid(), SIGKILL);
+  shell->Wait();
+  EXPECT_TRUE(GoneWithin("sleep 964", 5000));
+}
+
+TEST_F(ShellTest, TerminatedCliRestoresTheTerminal) {
+  auto shell = Shell({"sh", "-c", "exec sleep $((960+3))"});
+  for (int i = 0; i < 40 && !HostSees("sleep 963"); ++i) usleep(50000);
+  termios raw;
+  ASSERT_TRUE(shell->TerminalSettings(&raw));
+  EXPECT_EQ(raw.c_lflag & ICANON, 0u) << "raw mode while the shell runs";
+  kill(shell->pid(), SIGTERM);
+  EXPECT_EQ(shell->Wait(), 128 + SIGTERM);
+  termios after;
+  ASSERT_TRUE(shell->TerminalSettings(&after));
+  EXPECT_NE(after.c_lflag & ICANON, 0u) << "the terminal was left in raw mode";
+  EXPECT_TRUE(GoneWithin("sleep 963", 5000));
+}
+
+TEST_F(ShellTest, WithoutATerminalStreamsStaySeparate) {
+  std::string cmd = absl::StrCat("LLIMA_BOX_SOCKET='", agent_->socket_path(), "' '",
+                                 LLIMA_BOX_BINARY, "' shell '", project_,
+                                 "' -- sh -c 'echo out; echo err >&2; test -t 0 || echo no-tty; "
+                                 "exit 3' 2>", scratch_->path(), "/err.txt </dev/null");
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[256] = {};
+  size_t n = fread(buf, 1, sizeof(buf) - 1, p);
+  int status = pclose(p);
+  EXPECT_EQ(std::string(buf, n), "out\nno-tty\n");
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  EXPECT_EQ(HostOutput("cat " + scratch_->path() + "/err.txt"), "err\n");
+}
+
+TEST_F(ShellTest, SandboxEntersAnEnvironmentByName) {
+  auto shell = Shell({"true"});
+  ASSERT_EQ(shell->Wait(), 0);
+  std::string name = "shelled-" + HostOutput("ls '" + agent_->state_dir() +
+                                             "/envs' | sed -n 's/^shelled-//p' | tr -d '\\n'");
+  PtyProcess sandbox({LLIMA_SANDBOX_BINARY, name, "--", "sh", "-c", "tty; whoami; exit 5"},
+                     Env());
+  EXPECT_TRUE(sandbox.WaitFor("/dev/pts/")) << sandbox.output();
+  EXPECT_TRUE(sandbox.WaitFor(name)) << sandbox.output();
+  EXPECT_EQ(sandbox.Wait(), 5);
+  PtyProcess missing({LLIMA_SANDBOX_BINARY, "no-such-env"}, Env());
+  EXPECT_EQ(missing.Wait(), 1);
+  EXPECT_THAT(missing.output(), HasSubstr("no environment named no-such-env"));
+}
+
+}  // namespace
+}  // namespace llima::testing
