@@ -266,6 +266,29 @@ TEST_F(TerminalTest, TwentyConcurrentShellsInFiveEnvironments) {
   }
 }
 
+TEST_F(TerminalTest, AClientThatNeverReadsStallsOnlyItsOwnCall) {
+  // A call whose client reads nothing while its process writes without end.
+  grpc::ClientContext stalled_context;
+  auto stalled = agent_->stub().Exec(&stalled_context);
+  v1::ExecRequest start;
+  *start.mutable_start() = Start({"sh", "-c", "yes flood"}, false);
+  ASSERT_TRUE(stalled->Write(start));
+  for (int i = 0; i < 40 && !HostSees("yes flood"); ++i) usleep(50000);
+  ASSERT_TRUE(HostSees("yes flood"));
+  usleep(300000);  // let every buffer on the way fill up
+
+  for (int i = 0; i < 10; ++i) {
+    ExecResult r = Exec(agent_->stub(), envs_[i % 5], {"echo", absl::StrCat("unaffected-", i)});
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.out, absl::StrCat("unaffected-", i, "\n"));
+  }
+  // The flood is held back, not buffered without bound in the agent.
+  std::string rss = HostOutput("ps -o rss= -p " + std::to_string(agent_->pid()));
+  EXPECT_LT(std::stol(rss), 200 * 1024) << "agent RSS " << rss << " KiB";
+  stalled_context.TryCancel();
+  EXPECT_TRUE(GoneWithin("yes flood", 5000));
+}
+
 TEST_F(TerminalTest, TwoShellsOfOneEnvironmentShareTmp) {
   ExecStream first(agent_->stub(), Start({"bash", "--norc", "-i"}));
   ExecStream second(agent_->stub(), Start({"bash", "--norc", "-i"}));
