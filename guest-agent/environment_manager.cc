@@ -1,6 +1,7 @@
 #include "environment_manager.h"
 
 #include <errno.h>
+#include <algorithm>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -451,6 +452,10 @@ absl::Status EnvironmentManager::Delete(const std::string& name) {
     std::lock_guard lock(mu_);
     envs_.erase(name);
   }
+  {
+    std::lock_guard lock(detached_mu_);
+    detached_.erase(name);
+  }
   return DestroyResources(name, env->init_pidfd.get());
 }
 
@@ -509,6 +514,13 @@ std::vector<v1::Environment> EnvironmentManager::List() const {
   return result;
 }
 
+void EnvironmentManager::AddDetached(const std::string& environment,
+                                     v1::DetachedProcess process, UniqueFd pidfd) {
+  std::lock_guard lock(detached_mu_);
+  detached_[environment].push_back(
+      {std::move(process), std::make_shared<UniqueFd>(std::move(pidfd))});
+}
+
 v1::Environment EnvironmentManager::ToProto(const LiveEnvironment& env) const {
   v1::Environment out;
   const internal::EnvironmentRecord& r = env.record;
@@ -529,6 +541,15 @@ v1::Environment EnvironmentManager::ToProto(const LiveEnvironment& env) const {
     out.set_state(v1::Environment::STATE_RUNNING);
     int count = cgroups_.CountProcesses(r.name());
     out.set_process_count(count > 0 ? count - 1 : 0);
+    std::lock_guard lock(detached_mu_);
+    if (auto it = detached_.find(r.name()); it != detached_.end()) {
+      std::vector<Detached>& list = it->second;
+      list.erase(std::remove_if(list.begin(), list.end(),
+                                [](const Detached& d) { return !ProcessAlive(d.pidfd->get()); }),
+                 list.end());
+      for (const Detached& d : list) *out.add_detached() = d.process;
+      if (list.empty()) detached_.erase(it);
+    }
     if (!cgroups_.available()) {
       out.set_detail(absl::StrCat("no cgroup: ", cgroups_.unavailable_reason()));
     }

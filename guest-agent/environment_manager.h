@@ -57,6 +57,10 @@ class EnvironmentManager {
 
   const CgroupTree& cgroups() const { return cgroups_; }
 
+  // Remembers a detached process of `environment` so that Get and List report it while it
+  // runs. `pidfd` tells when it has ended.
+  void AddDetached(const std::string& environment, v1::DetachedProcess process, UniqueFd pidfd);
+
  private:
   absl::StatusOr<std::unique_ptr<LiveEnvironment>> StartNamespaces(
       internal::EnvironmentRecord record, int project_fd);
@@ -77,6 +81,12 @@ class EnvironmentManager {
   std::mutex operations_mu_;  // serializes create, delete and recovery
   mutable std::mutex mu_;     // guards envs_
   absl::flat_hash_map<std::string, std::shared_ptr<LiveEnvironment>> envs_;
+  struct Detached {
+    v1::DetachedProcess process;
+    std::shared_ptr<UniqueFd> pidfd;
+  };
+  mutable std::mutex detached_mu_;  // guards detached_; taken after mu_ if both are
+  mutable absl::flat_hash_map<std::string, std::vector<Detached>> detached_;
 };
 
 // Opens a project directory for a request: no symlink anywhere in the path, must be a

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "exec_child.h"
+#include "google/protobuf/util/time_util.h"
 #include "grpc_status.h"
 #include "log.h"
 #include "posix_error.h"
@@ -365,8 +366,17 @@ absl::Status ExecSession::Start(const v1::ExecStart& start) {
     }
     return failure;
   }
+  if (detached_) {
+    v1::DetachedProcess process;
+    process.set_pid(child_.ns_pid);
+    *process.mutable_argv() = start.argv();
+    *process.mutable_started_at() =
+        google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+    environments_.AddDetached(env_name_, std::move(process), UniqueFd(dup(pidfd_.get())));
+  }
   LogOperation("exec", env_name_, absl::Now() - started_at_, absl::OkStatus(),
-               absl::StrCat("pid=", child_.ns_pid, " argv0=", start.argv(0)));
+               absl::StrCat("pid=", child_.ns_pid, " argv0=", start.argv(0),
+                            detached_ ? " detached" : ""));
   return absl::OkStatus();
 }
 

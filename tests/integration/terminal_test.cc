@@ -240,8 +240,23 @@ TEST_F(TerminalTest, ADetachedProcessOutlivesItsClient) {
   s.reset();
   usleep(2500000);  // longer than the grace period
   EXPECT_TRUE(HostSees("sleep 967"));
+  // It is listed with its environment.
+  auto detached_of_env = [] {
+    grpc::ClientContext context;
+    v1::GetEnvironmentRequest request;
+    request.set_name(envs_[0]);
+    v1::Environment env;
+    agent_->stub().GetEnvironment(&context, request, &env);
+    return env.detached();
+  };
+  auto listed = detached_of_env();
+  ASSERT_EQ(listed.size(), 1);
+  EXPECT_EQ(listed[0].argv(0), "sleep");
+  EXPECT_EQ(listed[0].argv(1), "967");
+  EXPECT_GT(listed[0].pid(), 1);
   Exec(agent_->stub(), envs_[0], {"pkill", "-f", "sleep 967"});
   EXPECT_TRUE(GoneWithin("sleep 967", 3000));
+  EXPECT_EQ(detached_of_env().size(), 0);
   // Reaped, not left as a zombie.
   EXPECT_EQ(HostOutput("ps -eo stat,args | grep '^Z.*sleep' | grep -v grep"), "");
 }
