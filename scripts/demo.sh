@@ -73,6 +73,8 @@ inside 'touch /etc/owned; touch /usr/bin/owned'
 inside 'ps -e'
 inside 'echo kept > /tmp/state-of-the-shell'
 inside 'cat /tmp/state-of-the-shell; ls /tmp'
+step "llima-box shell $project -- sh -c 'echo \$0 in \$(pwd); exit 3'"
+"$box" shell "$project" -- sh -c 'echo $0 in $(pwd); exit 3' < /dev/null || echo "(exit $?)"
 step "llima-box delete $name"
 "$box" delete "$name"
 step "agent log"
