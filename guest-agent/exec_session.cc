@@ -14,7 +14,9 @@
 #include <map>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "exec_child.h"
 #include "google/protobuf/util/time_util.h"
@@ -104,7 +106,13 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   void SendNext();
   // Issues the next read unless one is pending, the stream is closed or stdin is backed up.
   void RequestNextRead();
-  void KillProcessGroup();
+  // The processes of the exec's session (besides its leader), found in the cgroup.
+  std::vector<pid_t> SessionMembers() const;
+  void SignalSession(int sig) const;
+  // Ends the exec's session: SIGHUP, then SIGKILL after the grace period.
+  void EndSession();
+  // After a detached exec's client went away: keeps its output flowing nowhere until it exits.
+  void KeepDetachedRunning();
   // Opens a pseudo-terminal in the environment's own devpts, keeps the master and returns the
   // terminal the process gets.
   absl::StatusOr<UniqueFd> OpenTerminal(const LiveEnvironment& env, const v1::TerminalSize& size);
@@ -130,6 +138,7 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   SpawnedChild child_;
   UniqueFd pidfd_;
   UniqueFd terminal_;  // pty master when the process runs on a terminal
+  UniqueFd cgroup_;    // the environment's cgroup directory
   UniqueFd stdin_;
   UniqueFd stdout_;
   UniqueFd stderr_;
@@ -204,8 +213,10 @@ void ExecSession::Run() {
       queued = outbox_.size();
     }
     if (!request_error.ok() || gone) {
-      if (!detached_ && !wait_status) KillProcessGroup();
-      return Finish(gone ? absl::CancelledError("the client went away") : request_error);
+      Finish(gone ? absl::CancelledError("the client went away") : request_error);
+      if (detached_ && gone) return KeepDetachedRunning();
+      if (!wait_status) EndSession();
+      return;
     }
     if (!writing) SendNext();
 
@@ -337,7 +348,10 @@ absl::Status ExecSession::Start(const v1::ExecStart& start) {
   std::vector<int> fds = {(*env)->mnt_ns.get(), (*env)->pid_ns.get(), (*env)->ipc_ns.get(),
                           (*env)->uts_ns.get(), in_r.get(),           out_w.get(),
                           err_w.get(),          error_w.get()};
-  if ((*env)->cgroup) fds.push_back((*env)->cgroup.get());
+  if ((*env)->cgroup) {
+    fds.push_back((*env)->cgroup.get());
+    cgroup_.reset(fcntl((*env)->cgroup.get(), F_DUPFD_CLOEXEC, 0));
+  }
   absl::StatusOr<SpawnedChild> child = fork_server_.SpawnExec(spec, fds);
   if (!child.ok()) return child.status();
   child_ = std::move(*child);
@@ -398,12 +412,20 @@ absl::Status ExecSession::ProcessInbox() {
         if (stdin_) stdin_pending_ += request.stdin();
         break;
       case v1::ExecRequest::kCloseStdin:
-        // A terminal has no end of input (^D is just a byte): it stays open for the session.
-        if (!terminal_) close_stdin_after_flush_ = true;
+        // A terminal stays open for the session; the end of input is its EOF character, as
+        // when ^D is typed (the stream ends a program reading the terminal in canonical mode).
+        if (terminal_) {
+          stdin_pending_ += '\x04';
+        } else {
+          close_stdin_after_flush_ = true;
+        }
         break;
       case v1::ExecRequest::kResize:
+        // A bad size is ignored (and logged) rather than ending the user's session.
         if (terminal_) {
-          if (auto s = Resize(request.resize()); !s.ok()) return s;
+          if (auto s = Resize(request.resize()); !s.ok()) {
+            LogOperation("resize", env_name_, absl::ZeroDuration(), s);
+          }
         }
         break;
       case v1::ExecRequest::kSignal: {
@@ -411,11 +433,9 @@ absl::Status ExecSession::ProcessInbox() {
         if (sig <= 0 || sig >= NSIG) {
           return absl::InvalidArgumentError(absl::StrCat("signal ", sig, " does not exist"));
         }
-        // With a terminal the signal goes where ^C would send it: the foreground process group.
-        pid_t foreground = 0;
-        if (terminal_ && ioctl(terminal_.get(), TIOCGPGRP, &foreground) == 0 && foreground > 0) {
-          kill(-foreground, sig);
-        } else if (pidfd_) {
+        // With a terminal the signal goes where ^C would send it: the terminal's foreground
+        // process group, named by the kernel (TIOCSIG), not by a number that may be stale.
+        if (!(terminal_ && ioctl(terminal_.get(), TIOCSIG, sig) == 0) && pidfd_) {
           PidfdSendSignal(pidfd_.get(), sig);
         }
         break;
@@ -536,14 +556,57 @@ absl::Status ExecSession::Resize(const v1::TerminalSize& size) {
   return absl::OkStatus();
 }
 
-void ExecSession::KillProcessGroup() {
-  // The process leads its own session and process group (setsid in the child).
-  kill(-child_.pid, SIGHUP);
-  if (pidfd_) PidfdSendSignal(pidfd_.get(), SIGHUP);
-  pollfd p{child_.exit->fd(), POLLIN, 0};
-  if (poll(&p, 1, kHangupGraceMs) == 0) {
-    kill(-child_.pid, SIGKILL);
-    if (pidfd_) PidfdSendSignal(pidfd_.get(), SIGKILL);
+std::vector<pid_t> ExecSession::SessionMembers() const {
+  // The process leads its own session (setsid in the child); its members, job-control groups
+  // included, are the processes of the environment's cgroup with that session id.
+  std::vector<pid_t> members;
+  if (cgroup_) {
+    std::string procs;
+    UniqueFd fd(openat(cgroup_.get(), "cgroup.procs", O_RDONLY | O_CLOEXEC));
+    char buf[8192];
+    ssize_t n;
+    while (fd && (n = read(fd.get(), buf, sizeof(buf))) > 0) procs.append(buf, n);
+    for (absl::string_view line : absl::StrSplit(procs, '\n', absl::SkipEmpty())) {
+      pid_t pid;
+      if (absl::SimpleAtoi(line, &pid) && getsid(pid) == child_.pid) members.push_back(pid);
+    }
+  }
+  return members;
+}
+
+void ExecSession::SignalSession(int sig) const {
+  kill(-child_.pid, sig);
+  if (pidfd_) PidfdSendSignal(pidfd_.get(), sig);
+  for (pid_t pid : SessionMembers()) kill(pid, sig);
+}
+
+void ExecSession::EndSession() {
+  // SIGHUP as a hung-up terminal would send, then SIGKILL for whatever remains of the session
+  // after the grace period, whether or not its leader is still there.
+  SignalSession(SIGHUP);
+  absl::Time deadline = absl::Now() + absl::Milliseconds(kHangupGraceMs);
+  while (absl::Now() < deadline) {
+    if (child_.exit->status() && SessionMembers().empty()) return;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  SignalSession(SIGKILL);
+}
+
+void ExecSession::KeepDetachedRunning() {
+  // Nobody reads any more, but closing the pipes or the terminal would end the process with
+  // SIGPIPE or SIGHUP at its next write: drain and discard its output until it exits.
+  stdin_.reset();
+  std::string discard(kChunkSize, '\0');
+  while (!child_.exit->status() && (stdout_ || stderr_)) {
+    std::vector<pollfd> pfds = {{child_.exit->fd(), POLLIN, 0}};
+    if (stdout_) pfds.push_back({stdout_.get(), POLLIN, 0});
+    if (stderr_) pfds.push_back({stderr_.get(), POLLIN, 0});
+    if (poll(pfds.data(), pfds.size(), -1) < 0 && errno != EINTR) return;
+    for (UniqueFd* fd : {&stdout_, &stderr_}) {
+      if (!*fd) continue;
+      ssize_t n = read(fd->get(), discard.data(), discard.size());
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) fd->reset();
+    }
   }
 }
 

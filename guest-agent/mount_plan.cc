@@ -119,7 +119,9 @@ MountPlan PlanEnvironmentRoot(const RootSpec& spec) {
   }
   add({.kind = MountStep::Kind::kDevpts,
        .target = "/dev/pts",
-       .data = "newinstance,ptmxmode=0666,mode=0620",
+       // max: the ptys of all instances come from one system-wide pool (kernel.pty.max);
+       // one environment must not be able to take them all.
+       .data = "newinstance,ptmxmode=0666,mode=0620,max=256",
        .attrs = kAttrNoSuid | kAttrNoExec});
   add({.kind = MountStep::Kind::kSymlink, .target = "/dev/ptmx", .source = "pts/ptmx"});
   add({.kind = MountStep::Kind::kTmpfs,

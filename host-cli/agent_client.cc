@@ -140,20 +140,28 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
   });
 
   std::optional<v1::ExecExited> exited;
+  bool output_closed = false;
   v1::ExecResponse response;
   while (stream->Read(&response)) {
+    bool written = true;
     switch (response.response_case()) {
       case v1::ExecResponse::kStdout:
-        WriteFully(io.stdout_fd, response.stdout());
+        written = WriteFully(io.stdout_fd, response.stdout());
         break;
       case v1::ExecResponse::kStderr:
-        WriteFully(io.stderr_fd, response.stderr());
+        written = WriteFully(io.stderr_fd, response.stderr());
         break;
       case v1::ExecResponse::kExited:
         exited = response.exited();
         break;
       default:
         break;
+    }
+    if (!written && !output_closed) {
+      // Whoever reads our output is gone (a closed pipe with SIGPIPE ignored): end the call,
+      // which ends the process, as a broken pipe would have ended it.
+      output_closed = true;
+      context.TryCancel();
     }
   }
   uint64_t one = 1;
@@ -162,6 +170,7 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
   pump.join();
   grpc::Status status = stream->Finish();
   if (exited) return *exited;
+  if (output_closed) return absl::AbortedError("the output was closed; the command was ended");
   if (status.ok()) return absl::InternalError("the agent ended the call without an exit status");
   return FromGrpc(status);
 }

@@ -40,6 +40,20 @@ void OnWindowChange(int) {
   errno = saved_errno;
 }
 
+void EnterRawMode() {
+  termios raw = g_saved_terminal;
+  cfmakeraw(&raw);
+  if (tcsetattr(STDIN_FILENO, TCSADRAIN, &raw) == 0) g_raw = 1;
+}
+
+// Stopped (kill -STOP, a job-control shell's suspend): the terminal is the parent shell's
+// meanwhile; back in the foreground, raw again.
+void OnContinue(int) {
+  int saved_errno = errno;
+  if (g_raw) EnterRawMode();
+  errno = saved_errno;
+}
+
 v1::TerminalSize CurrentSize() {
   v1::TerminalSize size;
   winsize ws{};
@@ -59,15 +73,36 @@ class RawTerminal {
   RawTerminal() {
     if (tcgetattr(STDIN_FILENO, &g_saved_terminal) != 0) return;
     for (int sig : kFatalSignals) signal(sig, OnFatalSignal);
-    termios raw = g_saved_terminal;
-    cfmakeraw(&raw);
-    if (tcsetattr(STDIN_FILENO, TCSADRAIN, &raw) == 0) g_raw = 1;
+    signal(SIGCONT, OnContinue);
+    EnterRawMode();
   }
   ~RawTerminal() {
     RestoreTerminal();
     for (int sig : kFatalSignals) signal(sig, SIG_DFL);
+    signal(SIGCONT, SIG_DFL);
   }
 };
+
+}  // namespace
+
+void EnsureStandardDescriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    int null_fd = open("/dev/null", O_RDWR);
+    if (null_fd >= 0 && null_fd != fd) {
+      dup2(null_fd, fd);
+      close(null_fd);
+    }
+  }
+}
+
+namespace {
+
+// Run before any shared library's initializers: gRPC's open descriptors of their own while
+// they initialize, and would take a closed 0, 1 or 2.
+void EnsureStandardDescriptorsAtStart(int, char**, char**) { EnsureStandardDescriptors(); }
+__attribute__((section(".preinit_array"), used)) void (*const kPreinit)(int, char**, char**) =
+    EnsureStandardDescriptorsAtStart;
 
 }  // namespace
 

@@ -10,6 +10,11 @@
 
 namespace llima {
 
+// Opens /dev/null on any of the standard descriptors 0-2 that is closed, so that descriptors
+// opened later (gRPC's among them) are never taken for stdin, stdout or stderr. Programs that
+// link this file get it done before any library initializer runs.
+void EnsureStandardDescriptors();
+
 // Runs `start` (its tty, size and TERM are filled in here). Returns the status for the command
 // line: the command's exit code, or 128 + the signal that ended it.
 absl::StatusOr<int> RunAttached(AgentClient& client, v1::ExecStart start);

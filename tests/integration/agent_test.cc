@@ -213,6 +213,21 @@ TEST_F(CliTest, CreateListExecDelete) {
   EXPECT_THAT(missing.out, HasSubstr("no environment named " + name));
 }
 
+TEST_F(CliTest, WorksWithClosedOrBrokenStandardStreams) {
+  agent_->Start();
+  std::string project = scratch_.MakeDir("projects/streams", kOwner, kOwner);
+  ASSERT_EQ(Cli("create " + project).code, 0);
+  std::string cli = absl::StrCat("LLIMA_BOX_SOCKET='", agent_->socket_path(), "' '",
+                                 LLIMA_BOX_BINARY, "' shell '", project, "'");
+  // stdin closed (as under cron): the command sees end of input, the CLI does not hang.
+  EXPECT_EQ(HostOutput("timeout 20 sh -c \"" + cli + " -- cat <&-; echo status-\\$?\""),
+            "status-0\n");
+  // SIGPIPE ignored and the reader gone: the CLI ends (and with it the command).
+  EXPECT_EQ(HostOutput("timeout 20 bash -c \"trap '' PIPE; " + cli +
+                       " -- yes | head -1; echo status-\\${PIPESTATUS[0]}\" 2>/dev/null"),
+            "y\nstatus-1\n");
+}
+
 TEST_F(CliTest, ExplainsAnUnreachableAgent) {
   Result r = Cli("list");  // no agent started
   EXPECT_EQ(r.code, 1);

@@ -115,10 +115,15 @@ TEST_F(TerminalTest, BadTerminalSizesAreRefused) {
   EXPECT_EQ(huge.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(huge.status.error_message(), HasSubstr("terminal size"));
 
-  ExecStream s(agent_->stub(), Start({"sleep", "5"}));
+  // During a session a bad size is ignored: the session goes on with the size it had.
+  ExecStream s(agent_->stub(), Start({"sh", "-c", "echo ready; read x; stty size"}, true, 24, 80));
+  ASSERT_TRUE(s.WaitFor("ready"));
   s.Resize(0, 0);
+  s.SendStdin("\r");
+  EXPECT_TRUE(s.WaitFor("24 80")) << s.output();
   ExecResult r = s.Finish();
-  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.exit_code, 0);
 }
 
 TEST_F(TerminalTest, CtrlCStopsTheForegroundCommandAndTheShellSurvives) {
@@ -228,6 +233,36 @@ TEST_F(TerminalTest, AVanishedClientsProcessesAreEndedWithinTheGracePeriod) {
     // SIGHUP at once, SIGKILL after a 2 s grace period: gone well within 5 s, background
     // children of the process group included.
     EXPECT_TRUE(GoneWithin(marker, 5000)) << (tty ? "with" : "without") << " a terminal";
+  }
+}
+
+TEST_F(TerminalTest, SessionMembersIgnoringSighupAreKilledAfterTheGracePeriod) {
+  // The leader dies of SIGHUP at once; a member that ignores it must not survive the call.
+  auto s = std::make_unique<ExecStream>(
+      agent_->stub(),
+      Start({"sh", "-c", "(trap '' HUP; exec sleep 962) & exec sleep 961"}, true));
+  for (int i = 0; i < 40 && !HostSees("sleep 962"); ++i) usleep(50000);
+  ASSERT_TRUE(HostSees("sleep 962"));
+  s->Cancel();
+  s.reset();
+  EXPECT_TRUE(GoneWithin("sleep 961", 1500)) << "SIGHUP ends the leader at once";
+  EXPECT_TRUE(GoneWithin("sleep 962", 5000)) << "SIGKILL ends the rest after the grace";
+}
+
+TEST_F(TerminalTest, DetachedProcessesThatKeepWritingOutliveTheirClient) {
+  for (bool tty : {false, true}) {
+    std::string marker = tty ? "tick-959" : "tick-958";
+    v1::ExecStart start =
+        Start({"sh", "-c", "while :; do echo " + marker + "; sleep 0.05; done"}, tty);
+    start.set_detached(true);
+    auto s = std::make_unique<ExecStream>(agent_->stub(), start);
+    ASSERT_TRUE(s->WaitFor(marker));
+    s->Cancel();
+    s.reset();
+    usleep(2500000);  // longer than the grace period, many writes later
+    EXPECT_TRUE(HostSees(marker)) << (tty ? "with" : "without") << " a terminal";
+    Exec(agent_->stub(), envs_[0], {"pkill", "-f", marker});
+    EXPECT_TRUE(GoneWithin(marker, 3000));
   }
 }
 
