@@ -38,6 +38,10 @@ bool WriteFully(int fd, const std::string& data) {
 AgentClient::AgentClient(const std::string& socket_path) : socket_path_(socket_path) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
+  // The forwarded socket comes and goes while the VM boots: retry connecting quickly.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   stub_ = v1::AgentService::NewStub(grpc::CreateCustomChannel(
       absl::StrCat("unix:", socket_path), grpc::InsecureChannelCredentials(), args));
 }
@@ -76,6 +80,13 @@ absl::StatusOr<std::vector<v1::Environment>> AgentClient::List() {
   if (auto s = FromGrpc(stub_->ListEnvironments(&context, {}, &response)); !s.ok()) return s;
   return std::vector<v1::Environment>(response.environments().begin(),
                                       response.environments().end());
+}
+
+absl::Status AgentClient::Ping(absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::ListEnvironmentsResponse response;
+  return FromGrpc(stub_->ListEnvironments(&context, {}, &response));
 }
 
 absl::Status AgentClient::Delete(const std::string& name) {

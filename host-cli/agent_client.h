@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "llima/v1/agent.grpc.pb.h"
 
 namespace llima {
@@ -21,6 +22,8 @@ class AgentClient {
   absl::StatusOr<v1::Environment> Get(const v1::GetEnvironmentRequest& request);
   absl::StatusOr<std::vector<v1::Environment>> List();
   absl::Status Delete(const std::string& name);
+  // Whether the agent answers within `timeout`.
+  absl::Status Ping(absl::Duration timeout);
 
   // Where an exec's streams come from and go to.
   struct ExecIo {

@@ -2,6 +2,7 @@
 
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -12,19 +13,25 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "agent_client.h"
-#include "terminal_session.h"
+#include "agent_source.h"
 #include "google/protobuf/util/json_util.h"
-#include "google/protobuf/util/time_util.h"
+#include "lima_driver.h"
+#include "naming.h"
+#include "terminal_session.h"
 
 namespace llima {
 namespace {
 
-constexpr char kDefaultSocket[] = "/run/llima-box/agent.sock";
+constexpr char kVersion[] = "0.1.0";
+constexpr char kLocalSocket[] = "/run/llima-box/agent.sock";
+constexpr absl::Duration kAgentWait = absl::Minutes(3);
 
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "llima-box: %s\n", std::string(status.message()).c_str());
   return 1;
 }
+
+void Progress(const std::string& line) { std::fprintf(stderr, "llima-box: %s\n", line.c_str()); }
 
 std::string Age(const google::protobuf::Timestamp& created) {
   int64_t seconds = absl::ToUnixSeconds(absl::Now()) - created.seconds();
@@ -55,6 +62,115 @@ absl::StatusOr<std::string> ResolvePath(const std::string& path) {
   return std::string(resolved);
 }
 
+// Asks on the terminal; false without one.
+bool Confirm(const std::string& question) {
+  if (!isatty(STDIN_FILENO)) return false;
+  std::fprintf(stderr, "%s [y/N] ", question.c_str());
+  std::string answer;
+  if (!std::getline(std::cin, answer)) return false;
+  return answer == "y" || answer == "Y" || answer == "yes";
+}
+
+// Where the agent is: an explicit socket, the local one, or the one Lima forwards from the VM.
+class AgentLocation {
+ public:
+  AgentLocation(std::string socket_flag, bool local)
+      : socket_flag_(std::move(socket_flag)), local_(local), lima_(EmbeddedAgentSource()) {}
+
+  bool uses_vm() const { return ExplicitSocket().empty() && !local_; }
+
+  // The socket to talk to; with the VM, creates and starts it first when `start_vm`.
+  absl::StatusOr<std::string> Socket(bool start_vm) {
+    if (std::string s = ExplicitSocket(); !s.empty()) return s;
+    if (local_) return std::string(kLocalSocket);
+    if (start_vm) {
+      absl::StatusOr<internal::LimaInstance> instance = lima_.EnsureRunning(Progress);
+      if (!instance.ok()) return instance.status();
+      return LimaDriver::SocketPath(*instance);
+    }
+    absl::StatusOr<std::optional<internal::LimaInstance>> instance = lima_.Instance();
+    if (!instance.ok()) return instance.status();
+    if (!instance->has_value()) {
+      return absl::FailedPreconditionError(
+          "the llima-box VM does not exist yet; `llima-box shell` creates it");
+    }
+    if ((**instance).status() != "Running") {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the llima-box VM is ", (**instance).status(), "; `llima-box vm start` starts it"));
+    }
+    return LimaDriver::SocketPath(**instance);
+  }
+
+  // A client that answers: with the VM, waits (saying for what) while the forwarded socket
+  // or the agent behind it comes up.
+  absl::StatusOr<std::unique_ptr<AgentClient>> Connect(bool start_vm) {
+    absl::StatusOr<std::string> socket = Socket(start_vm);
+    if (!socket.ok()) return socket.status();
+    auto client = std::make_unique<AgentClient>(*socket);
+    if (!uses_vm()) return client;
+    absl::Time deadline = absl::Now() + kAgentWait;
+    absl::Duration pause = absl::Milliseconds(100);
+    std::string said;
+    for (;;) {
+      struct stat st;
+      bool present = stat(socket->c_str(), &st) == 0;
+      absl::Status ping = present ? client->Ping(absl::Seconds(2)) : absl::UnavailableError("");
+      if (ping.ok()) return client;
+      if (absl::Now() > deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "llima-agent did not answer at ", *socket, " within ",
+            absl::FormatDuration(kAgentWait),
+            "; see `llima-box status` and the VM's log (limactl shell llima-box journalctl -u "
+            "llima-agent)"));
+      }
+      std::string waiting = present ? "waiting for llima-agent in the VM to answer"
+                                    : absl::StrCat("waiting for the agent socket ", *socket,
+                                                   " (forwarded from the VM)");
+      if (waiting != said) Progress(waiting);
+      said = waiting;
+      absl::SleepFor(pause);
+      pause = std::min(pause * 2, absl::Seconds(2));
+    }
+  }
+
+  LimaDriver& lima() { return lima_; }
+
+ private:
+  std::string ExplicitSocket() const {
+    if (!socket_flag_.empty()) return socket_flag_;
+    const char* from_env = getenv("LLIMA_BOX_SOCKET");
+    return from_env != nullptr ? from_env : "";
+  }
+
+  std::string socket_flag_;
+  bool local_;
+  LimaDriver lima_;
+};
+
+// An environment named by path (anything with a '/' or an existing directory) or by name.
+absl::StatusOr<v1::Environment> FindEnvironment(AgentClient& client, const std::string& which) {
+  v1::GetEnvironmentRequest request;
+  struct stat st;
+  if (which.find('/') != std::string::npos || which == "." ||
+      (stat(which.c_str(), &st) == 0 && S_ISDIR(st.st_mode))) {
+    absl::StatusOr<std::string> path = ResolvePath(which);
+    if (!path.ok()) return path.status();
+    request.set_project_path(*path);
+  } else {
+    request.set_name(which);
+  }
+  return client.Get(request);
+}
+
+void PrintEnvironments(const std::vector<v1::Environment>& envs) {
+  std::printf("%-32s  %-8s  %9s  %5s  %s\n", "NAME", "STATE", "PROCESSES", "AGE", "PROJECT");
+  for (const auto& env : envs) {
+    std::printf("%-32s  %-8s  %9d  %5s  %s\n", env.name().c_str(),
+                StateName(env.state()).c_str(), env.process_count(),
+                Age(env.created_at()).c_str(), env.project_path().c_str());
+  }
+}
+
 int Run(int argc, char** argv) {
   // Everything after the first "--" is the command to run, passed on untouched.
   std::vector<std::string> command;
@@ -66,11 +182,24 @@ int Run(int argc, char** argv) {
     }
   }
 
-  CLI::App app{"llima-box: an isolated environment for each project, in one shared VM."};
+  CLI::App app{"llima-box: an isolated environment for each project, in one shared Lima VM."};
   app.require_subcommand(1);
+  app.set_version_flag("--version", kVersion);
   std::string socket;
+  bool local = false;
   app.add_option("--socket", socket,
-                 "llima-agent socket (default: $LLIMA_BOX_SOCKET, else /run/llima-box/agent.sock)");
+                 "Talk to the llima-agent at this socket instead of the VM's "
+                 "(also: $LLIMA_BOX_SOCKET)");
+  app.add_flag("--local", local,
+               "Use an agent on this (Linux) machine, at /run/llima-box/agent.sock, without Lima");
+
+  CLI::App* shell = app.add_subcommand(
+      "shell",
+      "Open a shell (or run CMD after --) in the environment of a project, creating the VM and "
+      "the environment if needed. Interactive on a terminal; plain streams otherwise");
+  std::string shell_path = ".";
+  shell->add_option("PATH", shell_path, "Project directory (default: the current directory)");
+  shell->footer("Usage: llima-box shell [PATH] [-- CMD ...]");
 
   CLI::App* create = app.add_subcommand("create", "Create the environment of a project directory");
   std::string create_path;
@@ -82,17 +211,18 @@ int Run(int argc, char** argv) {
   bool list_json = false;
   list->add_flag("--json", list_json, "Print JSON (one object with an environments array)");
 
-  CLI::App* del = app.add_subcommand("delete", "Delete an environment (the project is kept)");
-  std::string delete_name;
-  del->add_option("NAME", delete_name, "Environment name")->required();
+  CLI::App* del = app.add_subcommand(
+      "delete", "Delete an environment: its processes, home and state (the project is kept)");
+  std::string delete_which = ".";
+  bool delete_force = false;
+  del->add_option("PATH|NAME", delete_which,
+                  "Project directory or environment name (default: the current directory)");
+  del->add_flag("--force,-f", delete_force, "Do not ask for confirmation");
 
-  CLI::App* shell = app.add_subcommand(
-      "shell",
-      "Open a shell (or run CMD after --) in the environment of a project, creating it if "
-      "needed. Interactive on a terminal; plain streams otherwise");
-  std::string shell_path = ".";
-  shell->add_option("PATH", shell_path, "Project directory (default: the current directory)");
-  shell->footer("Usage: llima-box shell [PATH] [-- CMD ...]");
+  CLI::App* delete_all = app.add_subcommand("delete-all", "Delete every environment");
+  bool delete_all_force = false;
+  delete_all->add_flag("--force,-f", delete_all_force,
+                       "Do not ask (required without a terminal)");
 
   CLI::App* exec = app.add_subcommand(
       "exec", "Run CMD (after --) in an environment, with separate stdout and stderr");
@@ -104,13 +234,95 @@ int Run(int argc, char** argv) {
   exec->add_option("--env,-e", exec_env, "Set a variable (KEY=VALUE), repeatable");
   exec->footer("Usage: llima-box exec NAME [-w DIR] [-e KEY=VALUE ...] -- CMD [ARG ...]");
 
+  CLI::App* status = app.add_subcommand("status", "Show the VM's and the agent's health");
+
+  CLI::App* vm = app.add_subcommand("vm", "Manage the llima-box VM");
+  vm->require_subcommand(1);
+  CLI::App* vm_start = vm->add_subcommand("start", "Create (if needed) and start the VM");
+  CLI::App* vm_stop = vm->add_subcommand("stop", "Stop the VM (environments come back on start)");
+  CLI::App* vm_delete = vm->add_subcommand("delete", "Delete the VM and every environment in it");
+  bool vm_delete_force = false;
+  vm_delete->add_flag("--force,-f", vm_delete_force, "Do not ask (required without a terminal)");
+
+  CLI::App* config = app.add_subcommand("config", "The VM configuration");
+  config->require_subcommand(1);
+  CLI::App* config_show = config->add_subcommand("show", "Print the built-in default lima.yaml");
+
   CLI11_PARSE(app, argc, argv);
 
-  if (socket.empty()) {
-    const char* from_env = getenv("LLIMA_BOX_SOCKET");
-    socket = from_env != nullptr && *from_env != '\0' ? from_env : kDefaultSocket;
+  AgentLocation where(socket, local);
+
+  if (*config_show) {
+    std::fputs(DefaultLimaConfig().c_str(), stdout);
+    return 0;
   }
-  AgentClient client(socket);
+  if (*vm) {
+    if (!where.uses_vm()) {
+      return Fail(absl::FailedPreconditionError("vm commands manage the Lima VM; drop --local "
+                                                "and --socket (and LLIMA_BOX_SOCKET)"));
+    }
+    if (*vm_start) {
+      absl::StatusOr<internal::LimaInstance> instance = where.lima().EnsureRunning(Progress);
+      if (!instance.ok()) return Fail(instance.status());
+      std::printf("the llima-box VM is running\n");
+      return 0;
+    }
+    if (*vm_stop) {
+      if (absl::Status s = where.lima().Stop(); !s.ok()) return Fail(s);
+      std::printf("the llima-box VM is stopped\n");
+      return 0;
+    }
+    if (*vm_delete) {
+      if (!vm_delete_force &&
+          !Confirm("Delete the llima-box VM and every environment in it (project directories "
+                   "are kept)?")) {
+        return Fail(absl::FailedPreconditionError(
+            isatty(STDIN_FILENO) ? "not deleted" : "refusing to delete without --force"));
+      }
+      if (absl::Status s = where.lima().Delete(); !s.ok()) return Fail(s);
+      std::printf("the llima-box VM is deleted\n");
+      return 0;
+    }
+  }
+  if (*status) {
+    int code = 0;
+    std::printf("llima-box %s\n", kVersion);
+    if (where.uses_vm()) {
+      absl::StatusOr<std::optional<internal::LimaInstance>> instance = where.lima().Instance();
+      if (!instance.ok()) return Fail(instance.status());
+      if (!instance->has_value()) {
+        std::printf("VM: not created (`llima-box shell` creates it)\n");
+        return 1;
+      }
+      const internal::LimaInstance& i = **instance;
+      std::printf("VM: %s (%s, %d CPUs, %lld MiB, %s)\n", i.status().c_str(), i.arch().c_str(),
+                  i.cpus(), static_cast<long long>(i.memory() >> 20), i.dir().c_str());
+      if (i.status() != "Running") return 1;
+    }
+    absl::StatusOr<std::string> path = where.Socket(/*start_vm=*/false);
+    if (!path.ok()) return Fail(path.status());
+    AgentClient client(*path);
+    absl::StatusOr<std::vector<v1::Environment>> envs = client.List();
+    if (!envs.ok()) {
+      std::printf("agent: not answering at %s: %s\n", path->c_str(),
+                  std::string(envs.status().message()).c_str());
+      code = 1;
+    } else {
+      int broken = 0;
+      for (const auto& e : *envs) broken += e.state() == v1::Environment::STATE_BROKEN;
+      std::printf("agent: serving at %s, %zu environments (%d broken)\n", path->c_str(),
+                  envs->size(), broken);
+      for (const auto& e : *envs) {
+        if (!e.detail().empty()) std::printf("  %s: %s\n", e.name().c_str(), e.detail().c_str());
+      }
+    }
+    return code;
+  }
+
+  bool needs_vm_started = *shell || *create || *exec;
+  absl::StatusOr<std::unique_ptr<AgentClient>> connected = where.Connect(needs_vm_started);
+  if (!connected.ok()) return Fail(connected.status());
+  AgentClient& client = **connected;
 
   if (*create) {
     absl::StatusOr<std::string> path = ResolvePath(create_path);
@@ -133,18 +345,49 @@ int Run(int argc, char** argv) {
       std::printf("%s\n", json.c_str());
       return 0;
     }
-    std::printf("%-32s  %-8s  %9s  %5s  %s\n", "NAME", "STATE", "PROCESSES", "AGE", "PROJECT");
-    for (const auto& env : *envs) {
-      std::printf("%-32s  %-8s  %9d  %5s  %s\n", env.name().c_str(),
-                  StateName(env.state()).c_str(), env.process_count(),
-                  Age(env.created_at()).c_str(), env.project_path().c_str());
-    }
+    PrintEnvironments(*envs);
     return 0;
   }
   if (*del) {
-    if (absl::Status s = client.Delete(delete_name); !s.ok()) return Fail(s);
-    std::printf("deleted %s\n", delete_name.c_str());
+    absl::StatusOr<v1::Environment> env = FindEnvironment(client, delete_which);
+    if (!env.ok()) return Fail(env.status());
+    if (!delete_force && isatty(STDIN_FILENO) &&
+        !Confirm(absl::StrCat("Delete environment ", env->name(), " of ", env->project_path(),
+                              " (its processes, home and /tmp; the project is kept)?"))) {
+      return Fail(absl::CancelledError("not deleted"));
+    }
+    if (absl::Status s = client.Delete(env->name()); !s.ok()) return Fail(s);
+    std::printf("deleted %s\n", env->name().c_str());
     return 0;
+  }
+  if (*delete_all) {
+    absl::StatusOr<std::vector<v1::Environment>> envs = client.List();
+    if (!envs.ok()) return Fail(envs.status());
+    if (envs->empty()) {
+      std::printf("no environments\n");
+      return 0;
+    }
+    PrintEnvironments(*envs);
+    if (!delete_all_force) {
+      if (!isatty(STDIN_FILENO)) {
+        return Fail(absl::FailedPreconditionError(
+            "refusing to delete every environment without a terminal to ask on; pass --force"));
+      }
+      if (!Confirm(absl::StrCat("Delete these ", envs->size(), " environments?"))) {
+        return Fail(absl::CancelledError("nothing deleted"));
+      }
+    }
+    int failures = 0;
+    for (const auto& env : *envs) {
+      if (absl::Status s = client.Delete(env.name()); !s.ok()) {
+        std::fprintf(stderr, "llima-box: %s: %s\n", env.name().c_str(),
+                     std::string(s.message()).c_str());
+        ++failures;
+      } else {
+        std::printf("deleted %s\n", env.name().c_str());
+      }
+    }
+    return failures == 0 ? 0 : 1;
   }
   if (*shell) {
     absl::StatusOr<std::string> path = ResolvePath(shell_path);
@@ -158,9 +401,9 @@ int Run(int argc, char** argv) {
       start.add_argv("-l");
     }
     for (const std::string& arg : command) start.add_argv(arg);
-    absl::StatusOr<int> status = RunAttached(client, start);
-    if (!status.ok()) return Fail(status.status());
-    return *status;
+    absl::StatusOr<int> exit_status = RunAttached(client, start);
+    if (!exit_status.ok()) return Fail(exit_status.status());
+    return *exit_status;
   }
   if (*exec) {
     if (command.empty()) {

@@ -7,7 +7,8 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libseccomp-dev libssl-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  procps util-linux bash less vim-tiny
+  procps util-linux bash less vim-tiny gzip
+  python3 python3-yaml systemd curl
 )
 
 missing=()

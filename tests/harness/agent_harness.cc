@@ -136,9 +136,9 @@ std::string ScratchDir::MakeDir(const std::string& relative, uid_t uid, gid_t gi
   return path;
 }
 
-AgentProcess::AgentProcess(const std::string& root_dir)
+AgentProcess::AgentProcess(const std::string& root_dir, const std::string& socket_path)
     : root_dir_(root_dir),
-      socket_path_(root_dir + "/run/agent.sock"),
+      socket_path_(socket_path.empty() ? root_dir + "/run/agent.sock" : socket_path),
       state_dir_(root_dir + "/state"),
       log_path_(root_dir + "/agent.log"),
       cgroup_name_("llima-box-test-" + std::to_string(getpid())) {

@@ -35,7 +35,8 @@ class ScratchDir {
 // directory, so a failing test leaves nothing behind.
 class AgentProcess {
  public:
-  explicit AgentProcess(const std::string& root_dir);
+  // State, log and (unless `socket_path` is given) socket go below `root_dir`.
+  explicit AgentProcess(const std::string& root_dir, const std::string& socket_path = "");
   ~AgentProcess();
 
   // Starts the agent and waits until it answers. `extra_args` are appended to its command

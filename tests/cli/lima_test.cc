@@ -1,0 +1,249 @@
+// llima-box and the Lima VM, with a fake limactl that records its calls and plays a missing,
+// stopped, running or broken instance. The agent "in the VM" is a real one on the socket path
+// Lima would forward to.
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "agent_harness.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "read_file.h"
+
+namespace llima::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr uid_t kOwner = 4242;
+
+class LimaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "integration tests need root";
+    dir_ = scratch_.path();
+    scratch_.MakeDir("bin");
+    scratch_.MakeDir("home");
+    scratch_.MakeDir("instance");
+    ASSERT_EQ(symlink(FAKE_LIMACTL, (dir_ + "/bin/limactl").c_str()), 0);
+    project_ = scratch_.MakeDir("projects/app", kOwner, kOwner);
+    agent_ = std::make_unique<AgentProcess>(scratch_.path() + "/agentroot",
+                                            dir_ + "/instance/sock/agent.sock");
+    scratch_.MakeDir("agentroot");
+    agent_->Start();
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "---- limactl calls ----\n" << Calls() << "---- agent log ----\n"
+                << agent_->log();
+    }
+    agent_.reset();
+  }
+
+  void SetState(const std::string& state) { std::ofstream(dir_ + "/state") << state << "\n"; }
+  std::string State() { return std::string(absl::StripTrailingAsciiWhitespace(
+                            ReadFileOrEmpty(dir_ + "/state"))); }
+  std::string Calls() { return ReadFileOrEmpty(dir_ + "/calls"); }
+
+  struct Result {
+    int code;
+    std::string out;
+  };
+  // Runs llima-box with the fake limactl first in PATH and no explicit agent socket.
+  Result Box(const std::string& args, const std::string& stdin_from = "/dev/null",
+             bool with_fake = true) {
+    std::string path = with_fake ? dir_ + "/bin:/usr/bin:/bin" : "/usr/bin:/bin";
+    std::string command = absl::StrCat("env -u LLIMA_BOX_SOCKET PATH=", path, " HOME=", dir_,
+                                       "/home FAKE_LIMA_DIR=", dir_, " '", LLIMA_BOX_BINARY,
+                                       "' ", args, " <", stdin_from, " 2>&1");
+    FILE* p = popen(command.c_str(), "r");
+    Result r{-1, ""};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+    int status = pclose(p);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+  }
+  std::vector<std::string> CallLines() {
+    return absl::StrSplit(Calls(), '\n', absl::SkipEmpty());
+  }
+
+  ScratchDir scratch_;
+  std::string dir_;
+  std::string project_;
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+TEST_F(LimaTest, ShellOnAFreshMachineCreatesThenStartsTheVmWithTheEmbeddedConfig) {
+  SetState("missing");
+  Result r = Box("shell " + project_ + " -- sh -c 'echo inside $(whoami)'");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("inside app-"));
+  EXPECT_THAT(r.out, HasSubstr("creating the llima-box VM"));
+  EXPECT_THAT(r.out, HasSubstr("Starting the instance"));  // limactl's progress, passed on
+  std::vector<std::string> calls = CallLines();
+  int create = -1, start = -1;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].rfind("--tty=false ", 0), 0u) << calls[i];
+    if (calls[i].rfind("--tty=false create --name=llima-box ", 0) == 0) create = i;
+    if (calls[i] == "--tty=false start --timeout=30m llima-box") start = i;
+  }
+  ASSERT_GE(create, 0);
+  EXPECT_GT(start, create);
+  EXPECT_EQ(ReadFileOrEmpty(dir_ + "/created.yaml"), Box("config show").out);
+  EXPECT_EQ(State(), "running");
+  // The sources the VM builds the agent from are staged in the instance directory.
+  EXPECT_THAT(HostOutput("tar tzf " + dir_ + "/instance/agent-src.tar.gz"),
+              HasSubstr("provision/install-agent.sh"));
+}
+
+TEST_F(LimaTest, AnExistingInstanceIsStartedNotRecreatedAndItsConfigIsKept) {
+  SetState("stopped");
+  scratch_.MakeDir("home/.lima/llima-box");
+  std::string config = dir_ + "/home/.lima/llima-box/lima.yaml";
+  std::ofstream(config) << "# edited by the user\ncpus: 12\n";
+  Result r = Box("shell " + project_ + " -- true");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(Calls(), HasSubstr("start --timeout=30m llima-box"));
+  EXPECT_THAT(Calls(), ::testing::Not(HasSubstr("create")));
+  EXPECT_EQ(ReadFileOrEmpty(config), "# edited by the user\ncpus: 12\n");
+}
+
+TEST_F(LimaTest, ARunningVmIsNotStarted) {
+  SetState("running");
+  Result r = Box("shell " + project_ + " -- sh -c 'exit 4'");
+  EXPECT_EQ(r.code, 4) << r.out;
+  EXPECT_THAT(Calls(), ::testing::Not(HasSubstr("start")));
+  EXPECT_THAT(Calls(), ::testing::Not(HasSubstr("create")));
+}
+
+TEST_F(LimaTest, ABrokenVmGivesAnActionableError) {
+  SetState("broken");
+  Result r = Box("shell " + project_ + " -- true");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("Broken"));
+  EXPECT_THAT(r.out, HasSubstr("cannot find the disk image"));
+  EXPECT_THAT(r.out, HasSubstr("llima-box vm delete"));
+  EXPECT_THAT(Calls(), ::testing::Not(HasSubstr("start")));
+}
+
+TEST_F(LimaTest, MissingLimactlSaysHowToInstallLima) {
+  Result r = Box("shell " + project_, "/dev/null", /*with_fake=*/false);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("limactl was not found"));
+  EXPECT_THAT(r.out, HasSubstr("install Lima"));
+}
+
+TEST_F(LimaTest, DeleteAllWithoutATerminalRefusesWithoutForce) {
+  SetState("running");
+  ASSERT_EQ(Box("create " + project_).code, 0);
+  Result refused = Box("delete-all");
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_THAT(refused.out, HasSubstr("--force"));
+  EXPECT_THAT(Box("list").out, HasSubstr(project_));
+  Result forced = Box("delete-all --force");
+  EXPECT_EQ(forced.code, 0) << forced.out;
+  EXPECT_THAT(Box("list").out, ::testing::Not(HasSubstr(project_)));
+}
+
+TEST_F(LimaTest, DeleteFindsTheEnvironmentByPathOrName) {
+  SetState("running");
+  Result created = Box("create " + project_);
+  ASSERT_EQ(created.code, 0);
+  // The name is the last line (progress messages may come first).
+  std::string out(absl::StripTrailingAsciiWhitespace(created.out));
+  std::string name = out.substr(out.find_last_of('\n') + 1);
+  EXPECT_EQ(Box("delete " + project_).code, 0);
+  ASSERT_EQ(Box("create " + project_).code, 0);
+  EXPECT_EQ(Box("delete " + name).code, 0);
+  Result missing = Box("delete " + name);
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_THAT(missing.out, HasSubstr("no environment named"));
+}
+
+TEST_F(LimaTest, ListAsJsonParses) {
+  SetState("running");
+  ASSERT_EQ(Box("create " + project_).code, 0);
+  Result r = Box("list --json");
+  ASSERT_EQ(r.code, 0);
+  v1::ListEnvironmentsResponse parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &parsed).ok()) << r.out;
+  ASSERT_EQ(parsed.environments_size(), 1);
+  EXPECT_EQ(parsed.environments(0).project_path(), project_);
+}
+
+TEST_F(LimaTest, StatusReportsTheVmAndTheAgent) {
+  SetState("running");
+  Result r = Box("status");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("VM: Running (x86_64, 4 CPUs, 8192 MiB"));
+  EXPECT_THAT(r.out, HasSubstr("agent: serving at " + agent_->socket_path()));
+  SetState("stopped");
+  Result stopped = Box("status");
+  EXPECT_EQ(stopped.code, 1);
+  EXPECT_THAT(stopped.out, HasSubstr("VM: Stopped"));
+}
+
+TEST_F(LimaTest, VmCommandsDriveLimactl) {
+  SetState("missing");
+  EXPECT_EQ(Box("vm start").code, 0);
+  EXPECT_EQ(State(), "running");
+  EXPECT_EQ(Box("vm stop").code, 0);
+  EXPECT_EQ(State(), "stopped");
+  Result refused = Box("vm delete");
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_EQ(State(), "stopped");
+  EXPECT_EQ(Box("vm delete --force").code, 0);
+  EXPECT_EQ(State(), "missing");
+}
+
+TEST_F(LimaTest, WaitsForTheForwardedSocketAndSaysSo) {
+  SetState("running");
+  agent_->Terminate();  // the VM runs, the agent (or Lima's forward) is not up yet
+  std::thread late_agent([&] {
+    usleep(1500000);
+    agent_->Start();
+  });
+  Result r = Box("shell " + project_ + " -- echo finally");
+  late_agent.join();
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("waiting for the agent socket " + agent_->socket_path()));
+  EXPECT_THAT(r.out, HasSubstr("finally"));
+}
+
+TEST_F(LimaTest, LocalShellRunsAgainstAnAgentOnThisMachine) {
+  // --local means the agent's default socket on this machine; take it for the test if free.
+  if (access("/run/llima-box/agent.sock", F_OK) == 0) {
+    GTEST_SKIP() << "an agent already serves /run/llima-box/agent.sock on this machine";
+  }
+  bool made_dir = access("/run/llima-box", F_OK) != 0;
+  {
+    AgentProcess local(scratch_.MakeDir("localroot"), "/run/llima-box/agent.sock");
+    local.Start();
+    Result r = Box("--local shell " + project_ + " -- sh -c 'echo local $(whoami); exit 6'");
+    EXPECT_EQ(r.code, 6) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("local app-"));
+    EXPECT_THAT(Calls(), ::testing::Not(HasSubstr("list")));
+  }
+  if (made_dir) rmdir("/run/llima-box");
+}
+
+TEST_F(LimaTest, LocalModeUsesTheLocalSocketWithoutLima) {
+  Result r = Box("--local list");
+  EXPECT_THAT(Calls(), ::testing::Not(HasSubstr("list")));
+  if (access("/run/llima-box/agent.sock", F_OK) != 0) {
+    EXPECT_EQ(r.code, 1);
+    EXPECT_THAT(r.out, HasSubstr("cannot reach llima-agent at /run/llima-box/agent.sock"));
+  }
+}
+
+}  // namespace
+}  // namespace llima::testing
