@@ -30,7 +30,6 @@
 namespace llima {
 namespace {
 
-constexpr char kVersion[] = "0.1.0";
 
 absl::StatusOr<uid_t> ResolveUser(const std::string& user) {
   uid_t uid;
@@ -91,7 +90,7 @@ int Run(int argc, char** argv) {
   app.add_option("--cgroup-name", cgroup_name,
                  "Directory under the cgroup v2 root that holds the environments' cgroups")
       ->capture_default_str();
-  app.set_version_flag("--version", kVersion);
+  app.set_version_flag("--version", kAgentVersion);
   CLI11_PARSE(app, argc, argv);
 
   if (geteuid() != 0) {
@@ -174,7 +173,7 @@ int Run(int argc, char** argv) {
     return 1;
   }
   LogEvent(absl::StrCat("serving on ", socket_path, " (owner uid ", *owner, "), state in ",
-                        state_dir, ", version ", kVersion));
+                        state_dir, ", version ", kAgentVersion));
 
   int exit_code = 0;
   for (;;) {

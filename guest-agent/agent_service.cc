@@ -52,6 +52,16 @@ grpc::Status AgentServiceImpl::DeleteEnvironment(grpc::ServerContext*,
   return ToGrpcStatus(s);
 }
 
+grpc::Status AgentServiceImpl::GetAgentInfo(grpc::ServerContext*, const v1::GetAgentInfoRequest*,
+                                            v1::AgentInfo* response) {
+  response->set_version(kAgentVersion);
+  response->set_cgroups(environments_.cgroups().available());
+  response->set_cgroups_detail(environments_.cgroups().available()
+                                   ? "cgroup v2"
+                                   : environments_.cgroups().unavailable_reason());
+  return grpc::Status::OK;
+}
+
 grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* AgentServiceImpl::Exec(
     grpc::CallbackServerContext*) {
   return NewExecReactor(environments_, fork_server_);

@@ -11,6 +11,8 @@
 
 namespace llima {
 
+inline constexpr char kAgentVersion[] = "0.1.0";
+
 class AgentServiceImpl final
     : public v1::AgentService::WithCallbackMethod_Exec<v1::AgentService::Service> {
  public:
@@ -31,6 +33,8 @@ class AgentServiceImpl final
                                  v1::DeleteEnvironmentResponse* response) override;
   grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* Exec(
       grpc::CallbackServerContext* context) override;
+  grpc::Status GetAgentInfo(grpc::ServerContext* context, const v1::GetAgentInfoRequest* request,
+                            v1::AgentInfo* response) override;
 
  private:
   EnvironmentManager& environments_;

@@ -82,6 +82,13 @@ absl::StatusOr<std::vector<v1::Environment>> AgentClient::List() {
                                       response.environments().end());
 }
 
+absl::StatusOr<v1::AgentInfo> AgentClient::Info() {
+  grpc::ClientContext context;
+  v1::AgentInfo info;
+  if (auto s = FromGrpc(stub_->GetAgentInfo(&context, {}, &info)); !s.ok()) return s;
+  return info;
+}
+
 absl::Status AgentClient::Ping(absl::Duration timeout) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));

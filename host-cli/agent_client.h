@@ -22,6 +22,7 @@ class AgentClient {
   absl::StatusOr<v1::Environment> Get(const v1::GetEnvironmentRequest& request);
   absl::StatusOr<std::vector<v1::Environment>> List();
   absl::Status Delete(const std::string& name);
+  absl::StatusOr<v1::AgentInfo> Info();
   // Whether the agent answers within `timeout`.
   absl::Status Ping(absl::Duration timeout);
 

@@ -310,8 +310,13 @@ int Run(int argc, char** argv) {
     } else {
       int broken = 0;
       for (const auto& e : *envs) broken += e.state() == v1::Environment::STATE_BROKEN;
-      std::printf("agent: serving at %s, %zu environments (%d broken)\n", path->c_str(),
-                  envs->size(), broken);
+      absl::StatusOr<v1::AgentInfo> info = client.Info();
+      std::printf("agent: serving at %s, version %s, %zu environments (%d broken)\n",
+                  path->c_str(), info.ok() ? info->version().c_str() : "unknown", envs->size(),
+                  broken);
+      if (info.ok() && !info->cgroups()) {
+        std::printf("  no resource accounting: %s\n", info->cgroups_detail().c_str());
+      }
       for (const auto& e : *envs) {
         if (!e.detail().empty()) std::printf("  %s: %s\n", e.name().c_str(), e.detail().c_str());
       }

@@ -185,7 +185,7 @@ TEST_F(LimaTest, StatusReportsTheVmAndTheAgent) {
   Result r = Box("status");
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("VM: Running (x86_64, 4 CPUs, 8192 MiB"));
-  EXPECT_THAT(r.out, HasSubstr("agent: serving at " + agent_->socket_path()));
+  EXPECT_THAT(r.out, HasSubstr("agent: serving at " + agent_->socket_path() + ", version 0.1.0"));
   SetState("stopped");
   Result stopped = Box("status");
   EXPECT_EQ(stopped.code, 1);
