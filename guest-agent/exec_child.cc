@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -150,6 +151,17 @@ void ExecChildMain(const ExecChildPlan* plan_ptr) {
   if (close_range(kErrorFd + 1, ~0U, 0) != 0) Fail("close inherited descriptors");
 
   DropPrivileges(plan.uid, plan.gid);
+  // After no_new_privs (which lets an unprivileged process install it), before execve. Never
+  // fail open: no filter, no program.
+  if (plan.seccomp == nullptr || plan.seccomp->empty()) {
+    errno = EINVAL;
+    Fail("load the seccomp filter (none was built)");
+  }
+  sock_fprog program{static_cast<unsigned short>(plan.seccomp->size()),
+                     const_cast<sock_filter*>(plan.seccomp->data())};
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0) {
+    Fail("load the seccomp filter");
+  }
   // After dropping privileges, so the directory is checked with the user's permissions.
   if (chdir(plan.working_dir.c_str()) != 0) Fail("change to the working directory");
   Execute(plan);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/types.h>
 
 #include <string>
@@ -45,6 +46,8 @@ struct ExecChildPlan {
   std::vector<std::string> candidates;
   bool searched_path = false;
   bool tty = false;
+  // The seccomp filter to load before execve (built once by the fork server).
+  const std::vector<sock_filter>* seccomp = nullptr;
 };
 
 // Builds the plan from a request and its descriptors (in ExecFd order).

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "posix_error.h"
 #include "process_title.h"
+#include "seccomp_policy.h"
 #include "syscalls.h"
 
 namespace llima {
@@ -132,6 +133,13 @@ class Server {
     UniqueFd sigfd(signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
     own_pid_ns_.reset(open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
     if (!sigfd || !own_pid_ns_) _exit(1);
+    // Built once: every exec'd child loads this same program.
+    absl::StatusOr<std::vector<sock_filter>> filter = BuildSeccompFilter();
+    if (filter.ok()) {
+      seccomp_ = std::move(*filter);
+    } else {
+      seccomp_error_ = std::string(filter.status().message());
+    }
 
     for (;;) {
       pollfd pfds[2] = {{sock_, POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
@@ -216,8 +224,12 @@ class Server {
   }
 
   void StartExec(uint64_t id, const internal::SpawnExec& spec, const std::vector<int>& fds) {
+    if (seccomp_.empty()) {
+      return ReplyError(id, ENOSYS, "no seccomp filter, so no exec: " + seccomp_error_);
+    }
     absl::StatusOr<ExecChildPlan> plan = PrepareExecChild(spec, fds);
     if (!plan.ok()) return ReplyError(id, EINVAL, std::string(plan.status().message()));
+    plan->seccomp = &seccomp_;
     // Children forked from now on are born in the environment's pid namespace; the fork server
     // itself stays where it is.
     if (setns(fds[kExecPidNs], CLONE_NEWPID) != 0) {
@@ -265,6 +277,8 @@ class Server {
   int sock_;
   std::vector<char> buffer_;
   UniqueFd own_pid_ns_;
+  std::vector<sock_filter> seccomp_;
+  std::string seccomp_error_;
 };
 
 }  // namespace
