@@ -25,6 +25,7 @@
 #include "log.h"
 #include "posix_error.h"
 #include "process_title.h"
+#include "socket_gate.h"
 #include "project_path.h"
 
 namespace llima {
@@ -152,26 +153,24 @@ int Run(int argc, char** argv) {
   sigaddset(&stop_signals, SIGCHLD);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  absl::StatusOr<std::unique_ptr<SocketGate>> gate = SocketGate::Listen(socket_path, *owner);
+  if (!gate.ok()) {
+    fprintf(stderr, "llima-agent: %s\n", std::string(gate.status().message()).c_str());
+    return 1;
+  }
   AgentServiceImpl service(environments, **fork_server);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat("unix:", socket_path), grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
-  // The socket is created by gRPC: make it 0600 from the start, then hand it to its owner.
-  mode_t old_umask = umask(0177);
+  // No listening port: the gate accepts connections and hands over those it lets in.
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  umask(old_umask);
   if (!server) {
-    fprintf(stderr, "llima-agent: cannot listen on %s\n", socket_path.c_str());
+    fprintf(stderr, "llima-agent: cannot start the gRPC server\n");
     return 1;
   }
-  if (chown(socket_path.c_str(), *owner, static_cast<gid_t>(-1)) != 0 ||
-      chmod(socket_path.c_str(), 0600) != 0) {
-    fprintf(stderr, "llima-agent: %s\n",
-            PosixError(errno, "set owner of " + socket_path).ToString().c_str());
-    server->Shutdown();
-    return 1;
-  }
+  (*gate)->Serve(server.get(), [&environments](dev_t dev, ino_t ino) {
+    return environments.IsEnvironmentMountNamespace(dev, ino);
+  });
   LogEvent(absl::StrCat("serving on ", socket_path, " (owner uid ", *owner, "), state in ",
                         state_dir, ", version ", kAgentVersion));
 
@@ -191,6 +190,7 @@ int Run(int argc, char** argv) {
       break;
     }
   }
+  (*gate)->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   unlink(socket_path.c_str());
   return exit_code;

@@ -514,6 +514,18 @@ std::vector<v1::Environment> EnvironmentManager::List() const {
   return result;
 }
 
+bool EnvironmentManager::IsEnvironmentMountNamespace(dev_t dev, ino_t ino) const {
+  std::lock_guard lock(mu_);
+  for (const auto& [name, env] : envs_) {
+    struct stat st;
+    if (env->mnt_ns && fstat(env->mnt_ns.get(), &st) == 0 && st.st_dev == dev &&
+        st.st_ino == ino) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void EnvironmentManager::AddDetached(const std::string& environment,
                                      v1::DetachedProcess process, UniqueFd pidfd) {
   std::lock_guard lock(detached_mu_);

@@ -57,6 +57,9 @@ class EnvironmentManager {
 
   const CgroupTree& cgroups() const { return cgroups_; }
 
+  // Whether the mount namespace (dev, ino) is an environment's.
+  bool IsEnvironmentMountNamespace(dev_t dev, ino_t ino) const;
+
   // Remembers a detached process of `environment` so that Get and List report it while it
   // runs. `pidfd` tells when it has ended.
   void AddDetached(const std::string& environment, v1::DetachedProcess process, UniqueFd pidfd);
