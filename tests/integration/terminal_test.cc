@@ -143,19 +143,23 @@ TEST_F(TerminalTest, CtrlCStopsTheForegroundCommandAndTheShellSurvives) {
   EXPECT_EQ(r.signal, 0);
 }
 
+// The terminal echoes what is typed, so every awaited marker is one the shell computes
+// ($((...))) and that the typed line does not contain.
 TEST_F(TerminalTest, JobControlWorks) {
   ExecStream s(agent_->stub(), Start({"bash", "--norc", "-i"}));
   s.SendStdin("sleep 101 &\n");
-  s.SendStdin("jobs; echo listed\n");
+  s.SendStdin("jobs; echo listed-$((1+1))\n");
   EXPECT_TRUE(s.WaitFor("Running")) << s.output();
-  ASSERT_TRUE(s.WaitFor("listed"));
+  ASSERT_TRUE(s.WaitFor("listed-2"));
   s.SendStdin("fg\n");
-  ASSERT_TRUE(s.WaitFor("sleep 101")) << s.output();
+  // bash names the job it brings to the foreground on a line of its own.
+  ASSERT_TRUE(s.WaitFor("sleep 101\r\n")) << s.output();
+  for (int i = 0; i < 40 && !HostSees("sleep 101"); ++i) usleep(50000);
   usleep(200000);
   s.SendStdin("\x1a");  // ^Z
   EXPECT_TRUE(s.WaitFor("Stopped")) << s.output();
-  s.SendStdin("kill -9 %1; wait; echo killed\n");
-  EXPECT_TRUE(s.WaitFor("killed")) << s.output();
+  s.SendStdin("kill -9 %1; wait; echo killed-$((2+2))\n");
+  EXPECT_TRUE(s.WaitFor("killed-4")) << s.output();
   s.SendStdin("exit 0\n");
   EXPECT_EQ(s.Finish().exit_code, 0);
 }
@@ -342,8 +346,8 @@ TEST_F(TerminalTest, AClientThatNeverReadsStallsOnlyItsOwnCall) {
 TEST_F(TerminalTest, TwoShellsOfOneEnvironmentShareTmp) {
   ExecStream first(agent_->stub(), Start({"bash", "--norc", "-i"}));
   ExecStream second(agent_->stub(), Start({"bash", "--norc", "-i"}));
-  first.SendStdin("echo from-first > /tmp/shared-note; echo written\n");
-  ASSERT_TRUE(first.WaitFor("written"));
+  first.SendStdin("echo from-first > /tmp/shared-note; echo written-$((3+3))\n");
+  ASSERT_TRUE(first.WaitFor("written-6"));
   second.SendStdin("cat /tmp/shared-note\n");
   EXPECT_TRUE(second.WaitFor("from-first")) << second.output();
   first.SendStdin("exit\n");
