@@ -90,7 +90,8 @@ absl::Status BindHost(const MountStep& step, const std::string& target) {
   } else {
     if (auto s = MakeDirectories(target, 0755); !s.ok()) return s;
   }
-  unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (step.source_is_file ? 0 : AT_RECURSIVE);
+  unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+                   (step.source_is_file || !step.recursive ? 0 : AT_RECURSIVE);
   UniqueFd tree(OpenTree(AT_FDCWD, step.source.c_str(), flags));
   if (!tree) return PosixError(errno, absl::StrCat("clone mount of ", step.source));
   return AttachTree(tree.get(), step.attrs, target, step.source);

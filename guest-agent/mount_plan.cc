@@ -136,10 +136,13 @@ MountPlan PlanEnvironmentRoot(const RootSpec& spec) {
   add({.kind = MountStep::Kind::kProc,
        .target = "/proc",
        .attrs = kNoSuidNoDev | kAttrNoExec});
+  // sysfs alone: what the VM mounts below it (cgroupfs, debugfs, tracefs, securityfs, bpffs)
+  // stays out.
   add({.kind = MountStep::Kind::kBindHost,
        .target = "/sys",
        .source = "/sys",
-       .attrs = kAttrReadOnly | kNoSuidNoDev | kAttrNoExec});
+       .attrs = kAttrReadOnly | kNoSuidNoDev | kAttrNoExec,
+       .recursive = false});
 
   // Home and project last: they are the only user-controlled trees, and nothing is created
   // beneath them (CheckProjectPlacement guarantees no other target lies inside the project).

@@ -69,6 +69,7 @@ struct MountStep {
   uint64_t attrs = 0;  // MountAttr bits applied (recursively) to the new mount
   int fd_index = -1;
   bool source_is_file = false;  // kBindHost of a device node
+  bool recursive = true;        // kBindHost: with the mounts below the source
 };
 
 struct MountPlan {
