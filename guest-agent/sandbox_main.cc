@@ -21,14 +21,7 @@ int Fail(const absl::Status& status) {
 }
 
 int Run(int argc, char** argv) {
-  std::vector<std::string> command;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--") {
-      command.assign(argv + i + 1, argv + argc);
-      argc = i;
-      break;
-    }
-  }
+  std::vector<std::string> command = TakeCommandAfterDoubleDash(argc, argv);
   CLI::App app{
       "llima-sandbox: open a shell (or run CMD after --) in an llima-box environment, from "
       "inside the VM. Interactive on a terminal; plain streams otherwise."};
@@ -49,14 +42,7 @@ int Run(int argc, char** argv) {
   request.set_name(name);
   absl::StatusOr<v1::Environment> env = client.Get(request);
   if (!env.ok()) return Fail(env.status());
-  v1::ExecStart start;
-  start.set_environment(env->name());
-  if (command.empty()) {
-    start.add_argv(env->shell());
-    start.add_argv("-l");
-  }
-  for (const std::string& arg : command) start.add_argv(arg);
-  absl::StatusOr<int> status = RunAttached(client, start);
+  absl::StatusOr<int> status = RunInEnvironment(client, *env, command);
   if (!status.ok()) return Fail(status.status());
   return *status;
 }

@@ -172,15 +172,7 @@ void PrintEnvironments(const std::vector<v1::Environment>& envs) {
 }
 
 int Run(int argc, char** argv) {
-  // Everything after the first "--" is the command to run, passed on untouched.
-  std::vector<std::string> command;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--") {
-      command.assign(argv + i + 1, argv + argc);
-      argc = i;
-      break;
-    }
-  }
+  std::vector<std::string> command = TakeCommandAfterDoubleDash(argc, argv);
 
   CLI::App app{"llima-box: an isolated environment for each project, in one shared Lima VM."};
   app.require_subcommand(1);
@@ -399,14 +391,7 @@ int Run(int argc, char** argv) {
     if (!path.ok()) return Fail(path.status());
     absl::StatusOr<v1::Environment> env = client.Create(*path);
     if (!env.ok()) return Fail(env.status());
-    v1::ExecStart start;
-    start.set_environment(env->name());
-    if (command.empty()) {
-      start.add_argv(env->shell());
-      start.add_argv("-l");
-    }
-    for (const std::string& arg : command) start.add_argv(arg);
-    absl::StatusOr<int> exit_status = RunAttached(client, start);
+    absl::StatusOr<int> exit_status = RunInEnvironment(client, *env, command);
     if (!exit_status.ok()) return Fail(exit_status.status());
     return *exit_status;
   }

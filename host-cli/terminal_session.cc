@@ -106,6 +106,29 @@ __attribute__((section(".preinit_array"), used)) void (*const kPreinit)(int, cha
 
 }  // namespace
 
+std::vector<std::string> TakeCommandAfterDoubleDash(int& argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--") {
+      std::vector<std::string> command(argv + i + 1, argv + argc);
+      argc = i;
+      return command;
+    }
+  }
+  return {};
+}
+
+absl::StatusOr<int> RunInEnvironment(AgentClient& client, const v1::Environment& environment,
+                                     const std::vector<std::string>& command) {
+  v1::ExecStart start;
+  start.set_environment(environment.name());
+  if (command.empty()) {
+    start.add_argv(environment.shell());
+    start.add_argv("-l");
+  }
+  for (const std::string& arg : command) start.add_argv(arg);
+  return RunAttached(client, start);
+}
+
 absl::StatusOr<int> RunAttached(AgentClient& client, v1::ExecStart start) {
   AgentClient::ExecIo io;
   io.stdin_fd = STDIN_FILENO;

@@ -5,6 +5,9 @@
 // out), or as plain separate streams when stdin or stdout is not a terminal. Shared by
 // `llima-box shell` and `llima-sandbox`.
 
+#include <string>
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "agent_client.h"
 
@@ -14,6 +17,15 @@ namespace llima {
 // opened later (gRPC's among them) are never taken for stdin, stdout or stderr. Programs that
 // link this file get it done before any library initializer runs.
 void EnsureStandardDescriptors();
+
+// Takes everything after the first "--" out of the command line (argc shrinks accordingly):
+// the command to run, passed on untouched.
+std::vector<std::string> TakeCommandAfterDoubleDash(int& argc, char** argv);
+
+// Opens `command` in `environment` attached to this terminal (its login shell when empty) and
+// returns the status for the command line.
+absl::StatusOr<int> RunInEnvironment(AgentClient& client, const v1::Environment& environment,
+                                     const std::vector<std::string>& command);
 
 // Runs `start` (its tty, size and TERM are filled in here). Returns the status for the command
 // line: the command's exit code, or 128 + the signal that ended it.
