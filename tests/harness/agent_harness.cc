@@ -23,6 +23,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "cgroup.h"
+#include "gtest/gtest.h"
 #include "read_file.h"
 
 namespace llima::testing {
@@ -504,6 +505,32 @@ bool PtyProcess::TerminalSettings(struct termios* settings) const {
 std::string PtyProcess::output() {
   Pump(0);
   return out_;
+}
+
+llima::v1::Environment CreateEnvironmentOrFail(llima::v1::AgentService::Stub& stub,
+                                               const std::string& project_path) {
+  grpc::ClientContext context;
+  llima::v1::CreateEnvironmentRequest request;
+  request.set_project_path(project_path);
+  llima::v1::Environment env;
+  grpc::Status status = stub.CreateEnvironment(&context, request, &env);
+  if (!status.ok()) {
+    ADD_FAILURE() << "create " << project_path << ": " << status.error_message();
+    return {};
+  }
+  return env;
+}
+
+bool HostSees(const std::string& needle) {
+  return HostOutput("ps -eo args").find(needle) != std::string::npos;
+}
+
+bool GoneWithin(const std::string& needle, int ms) {
+  for (int waited = 0; waited < ms; waited += 50) {
+    if (!HostSees(needle)) return true;
+    usleep(50000);
+  }
+  return !HostSees(needle);
 }
 
 std::string HostOutput(const std::string& command) {

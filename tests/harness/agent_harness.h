@@ -155,6 +155,15 @@ class PtyProcess {
   int status_ = -1;
 };
 
+// Creates the environment of `project_path`; a failed call is an empty name and a test failure.
+llima::v1::Environment CreateEnvironmentOrFail(llima::v1::AgentService::Stub& stub,
+                                               const std::string& project_path);
+
+// Whether some process on the host has `needle` in its command line.
+bool HostSees(const std::string& needle);
+// Waits up to `ms` for `needle` to disappear from the host's process list.
+bool GoneWithin(const std::string& needle, int ms);
+
 // Output of a command run on the host (through /bin/sh).
 std::string HostOutput(const std::string& command);
 

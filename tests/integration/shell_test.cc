@@ -45,16 +45,6 @@ class ShellTest : public ::testing::Test {
     argv.insert(argv.end(), command.begin(), command.end());
     return std::make_unique<PtyProcess>(argv, Env(), rows, cols);
   }
-  static bool HostSees(const std::string& needle) {
-    return HostOutput("ps -eo args").find(needle) != std::string::npos;
-  }
-  static bool GoneWithin(const std::string& needle, int ms) {
-    for (int waited = 0; waited < ms; waited += 50) {
-      if (!HostSees(needle)) return true;
-      usleep(50000);
-    }
-    return false;
-  }
 
   static inline ScratchDir* scratch_ = nullptr;
   static inline AgentProcess* agent_ = nullptr;

@@ -30,13 +30,7 @@ class TerminalTest : public ::testing::Test {
     agent_->Start();
     for (int i = 0; i < 5; ++i) {
       std::string project = scratch_->MakeDir(absl::StrCat("projects/p", i), kOwner, kOwner);
-      grpc::ClientContext context;
-      v1::CreateEnvironmentRequest request;
-      request.set_project_path(project);
-      v1::Environment env;
-      grpc::Status s = agent_->stub().CreateEnvironment(&context, request, &env);
-      ASSERT_TRUE(s.ok()) << s.error_message();
-      envs_.push_back(env.name());
+      envs_.push_back(CreateEnvironmentOrFail(agent_->stub(), project).name());
     }
   }
   static void TearDownTestSuite() {
@@ -59,17 +53,6 @@ class TerminalTest : public ::testing::Test {
     return start;
   }
 
-  static bool HostSees(const std::string& needle) {
-    return HostOutput("ps -eo args").find(needle) != std::string::npos;
-  }
-  // Waits up to `ms` for `needle` to disappear from the host's process list.
-  static bool GoneWithin(const std::string& needle, int ms) {
-    for (int waited = 0; waited < ms; waited += 50) {
-      if (!HostSees(needle)) return true;
-      usleep(50000);
-    }
-    return !HostSees(needle);
-  }
 
   static inline ScratchDir* scratch_ = nullptr;
   static inline AgentProcess* agent_ = nullptr;

@@ -45,13 +45,8 @@ class EscapeTest : public ::testing::TestWithParam<Case> {
     agent_ = new AgentProcess(scratch_->path());
     agent_->Start();
     for (const char* p : {"projects/mine", "projects/other"}) {
-      std::string project = scratch_->MakeDir(p, 4242, 4242);
-      grpc::ClientContext context;
-      v1::CreateEnvironmentRequest request;
-      request.set_project_path(project);
-      v1::Environment env;
-      ASSERT_TRUE(agent_->stub().CreateEnvironment(&context, request, &env).ok());
-      envs_.push_back(env.name());
+      envs_.push_back(
+          CreateEnvironmentOrFail(agent_->stub(), scratch_->MakeDir(p, 4242, 4242)).name());
     }
     // A secret in the other project, and a process of the other environment.
     std::string secret = scratch_->path() + "/projects/other/secret";
@@ -131,12 +126,9 @@ TEST(EscapeDetails, TheAgentSocketAndOtherHomesAreNowhere) {
   ScratchDir scratch;
   AgentProcess agent(scratch.path());
   agent.Start();
-  std::string project = scratch.MakeDir("projects/p", 4242, 4242);
-  grpc::ClientContext context;
-  v1::CreateEnvironmentRequest request;
-  request.set_project_path(project);
-  v1::Environment env;
-  ASSERT_TRUE(agent.stub().CreateEnvironment(&context, request, &env).ok());
+  v1::Environment env =
+      CreateEnvironmentOrFail(agent.stub(), scratch.MakeDir("projects/p", 4242, 4242));
+  ASSERT_FALSE(env.name().empty());
   ExecResult sockets = Shell(agent.stub(), env.name(), "find / -xdev -type s 2>/dev/null");
   EXPECT_EQ(sockets.out, "") << "sockets reachable inside: " << sockets.out;
   ExecResult homes = Shell(agent.stub(), env.name(), "ls -A /home");

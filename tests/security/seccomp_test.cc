@@ -50,12 +50,7 @@ class SeccompTest : public ::testing::Test {
     agent_ = new AgentProcess(scratch_->path());
     agent_->Start();
     std::string project = scratch_->MakeDir("projects/hostile", 4242, 4242);
-    grpc::ClientContext context;
-    v1::CreateEnvironmentRequest request;
-    request.set_project_path(project);
-    v1::Environment env;
-    ASSERT_TRUE(agent_->stub().CreateEnvironment(&context, request, &env).ok());
-    env_ = new std::string(env.name());
+    env_ = new std::string(CreateEnvironmentOrFail(agent_->stub(), project).name());
   }
   static void TearDownTestSuite() {
     delete agent_;

@@ -101,12 +101,9 @@ TEST(SocketPeer, APeerInsideAnEnvironmentIsRefusedWithPermissionDenied) {
   ScratchDir scratch;
   AgentProcess agent(scratch.path());
   agent.Start();
-  std::string project = scratch.MakeDir("projects/peer", 4242, 4242);
-  grpc::ClientContext context;
-  v1::CreateEnvironmentRequest request;
-  request.set_project_path(project);
-  v1::Environment env;
-  ASSERT_TRUE(agent.stub().CreateEnvironment(&context, request, &env).ok());
+  v1::Environment env =
+      CreateEnvironmentOrFail(agent.stub(), scratch.MakeDir("projects/peer", 4242, 4242));
+  ASSERT_FALSE(env.name().empty());
 
   // From the VM: served.
   ForeignConnection outside(agent.socket_path(), "");
