@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/securebits.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -37,21 +38,34 @@ constexpr int kFirstMovedFd = 10;
 
 void WriteText(int fd, const char* text) { WriteAll(fd, text, strlen(text)); }
 
-// Drops every capability from the bounding set, then becomes uid/gid with no supplementary
-// groups. Changing all uids away from 0 clears the permitted, effective and ambient sets.
+// The securebits set and locked before the uid change: root gains nothing by uid 0 or setuid-root
+// programs (NOROOT), a uid change keeps its hands off the capability sets (NO_SETUID_FIXUP; they
+// are cleared explicitly below), capabilities never survive a uid change (KEEP_CAPS off and
+// locked) and the ambient set cannot be raised. Locked, so the program cannot undo any of it.
+constexpr unsigned long kSecureBits =
+    SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+    SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE |
+    SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+
+// Locks the securebits, drops every capability from the bounding and ambient sets, becomes
+// uid/gid with no supplementary groups and clears the remaining sets; then checks with capget
+// that nothing is left.
 void DropPrivileges(uid_t uid, gid_t gid) {
+  if (prctl(PR_SET_SECUREBITS, kSecureBits, 0, 0, 0) != 0) Fail("lock the securebits");
   for (int cap = 0; cap <= 63; ++cap) {
     if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
       if (errno == EINVAL) break;  // past the last capability this kernel knows
       Fail("drop capabilities");
     }
   }
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) Fail("clear ambient set");
   // Raw system calls: glibc's set*id wrappers synchronize threads; there is only this one.
   if (syscall(SYS_setgroups, 0, nullptr) != 0) Fail("clear supplementary groups");
   if (syscall(SYS_setresgid, gid, gid, gid) != 0) Fail("set group id");
   if (syscall(SYS_setresuid, uid, uid, uid) != 0) Fail("set user id");
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capset, &header, data) != 0) Fail("clear capabilities");
   if (syscall(SYS_capget, &header, data) != 0) Fail("read capabilities");
   for (const auto& d : data) {
     if (d.effective != 0 || d.permitted != 0 || d.inheritable != 0) {
@@ -59,7 +73,14 @@ void DropPrivileges(uid_t uid, gid_t gid) {
       Fail("capabilities left after dropping privileges");
     }
   }
+  if (prctl(PR_GET_SECUREBITS, 0, 0, 0, 0) != static_cast<int>(kSecureBits)) {
+    errno = EPERM;
+    Fail("securebits not locked");
+  }
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) Fail("set no_new_privs");
+  // The uid change reset the dumpable flag to fs.suid_dumpable; until execve this process still
+  // holds the error pipe to the fork server, so the user's other processes must not attach.
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) Fail("clear the dumpable flag");
 }
 
 [[noreturn]] void Execute(const ExecChildPlan& plan) {

@@ -328,6 +328,9 @@ absl::StatusOr<std::unique_ptr<ForkServer>> ForkServer::Start() {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(0);
     SetProcessTitle("llima-agent (fork server)");
+    // It holds the agent's descriptors, and its children inherit the flag until they execve:
+    // no process of an environment's user may attach to one of them or open its /proc files.
+    prctl(PR_SET_DUMPABLE, 0);
     int keep = server_end.release();
     agent_end.reset();
     Server(keep).Run();
