@@ -62,6 +62,13 @@ ExecResult RunThroughRunner(const std::vector<std::string>& argv) {
   return result;
 }
 
+// The pid, as the VM sees it, of the process running in the other environment.
+std::string OtherProcess() {
+  std::string pid = HostOutput("pgrep -n -f '^sleep 94[0]'");
+  while (!pid.empty() && pid.back() == '\n') pid.pop_back();
+  return pid;
+}
+
 class EscapeTest : public ::testing::TestWithParam<Case> {
  protected:
   static void SetUpTestSuite() {
@@ -99,8 +106,14 @@ class EscapeTest : public ::testing::TestWithParam<Case> {
 
 TEST_P(EscapeTest, Fails) {
   const Case& c = GetParam();
+  if ((c.python + c.shell).find("@OTHER_PID@") != std::string::npos) {
+    ASSERT_FALSE(OtherProcess().empty()) << "the other environment's process is gone";
+  }
   auto fill = [&](std::string s) {
     for (size_t at; (at = s.find("@OTHER@")) != std::string::npos;) s.replace(at, 7, other_project_);
+    for (size_t at; (at = s.find("@OTHER_PID@")) != std::string::npos;) {
+      s.replace(at, 11, OtherProcess());
+    }
     return s;
   };
   std::vector<std::string> argv =
@@ -168,7 +181,11 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"find_the_agent_in_proc", "",
              "echo found=$(grep -sl 'llima-[a]gent' /proc/[0-9]*/cmdline | wc -l)", "found=0"},
         Case{"type_into_the_terminal", "import fcntl; fcntl.ioctl(0, 0x5412, b'x')", "",
-             "EPERM"}),
+             "EPERM"},
+        // Last: in a sandbox that lets these through, they stop or kill that process.
+        Case{"ptrace_another_environments_process", "call(libc.ptrace, 16, @OTHER_PID@, None, None)",
+             "", "EPERM"},
+        Case{"kill_another_environments_process", "os.kill(@OTHER_PID@, 9)", "", "ESRCH"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // The cases above whose expected text alone is loose get a sharper look here.
