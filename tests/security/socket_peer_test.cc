@@ -3,6 +3,7 @@
 // its working directory across setns).
 
 #include <fcntl.h>
+#include <grp.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -118,6 +119,36 @@ TEST(SocketPeer, APeerInsideAnEnvironmentIsRefusedWithPermissionDenied) {
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(refused.error_message(), ::testing::HasSubstr("inside an environment"));
   EXPECT_THAT(agent.log(), ::testing::HasSubstr("refused a connection from inside an environment"));
+}
+
+// connect() to `socket_path` by a child running as `uid`: 0 or the errno.
+int ConnectAs(const std::string& socket_path, uid_t uid) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (setgroups(0, nullptr) != 0 || setresgid(uid, uid, uid) != 0 ||
+        setresuid(uid, uid, uid) != 0) {
+      _exit(255);
+    }
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    snprintf(address.sun_path, sizeof(address.sun_path), "%s", socket_path.c_str());
+    int conn = socket(AF_UNIX, SOCK_STREAM, 0);
+    _exit(connect(conn, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 ? 0 : errno);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 254;
+}
+
+TEST(SocketPeer, OnlyTheSocketOwnerCanConnect) {
+  ASSERT_EQ(geteuid(), 0u) << "security tests need root";
+  constexpr uid_t kOwner = 4242;
+  ScratchDir scratch;
+  AgentProcess agent(scratch.path());
+  agent.Start({"--socket-owner", std::to_string(kOwner)});
+  EXPECT_EQ(ConnectAs(agent.socket_path(), kOwner), 0);
+  EXPECT_EQ(ConnectAs(agent.socket_path(), 4343), EACCES);
+  EXPECT_EQ(ConnectAs(agent.socket_path(), 65534), EACCES);
 }
 
 }  // namespace
