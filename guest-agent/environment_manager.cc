@@ -21,10 +21,9 @@
 #include "identity.h"
 #include "log.h"
 #include "mount_plan.h"
-#include "naming.h"
 #include "posix_error.h"
-#include "project_path.h"
 #include "read_file.h"
+#include "request_validation.h"
 #include "syscalls.h"
 
 namespace llima {
@@ -142,44 +141,34 @@ EnvironmentManager::EnvironmentManager(EnvironmentStore& store, CgroupTree cgrou
 
 absl::StatusOr<v1::Environment> EnvironmentManager::Create(
     const v1::CreateEnvironmentRequest& request) {
-  absl::StatusOr<std::string> path = CheckProjectPathSyntax(request.project_path());
-  if (!path.ok()) return path.status();
+  absl::StatusOr<EnvironmentToCreate> wanted = ValidateCreateEnvironment(request);
+  if (!wanted.ok()) return wanted.status();
+  const std::string& name = wanted->name;
+  const std::string& path = wanted->project_path;
 
-  std::string name = request.name();
-  if (name.empty()) {
-    absl::StatusOr<std::string> derived = DeriveEnvironmentName(*path);
-    if (!derived.ok()) return derived.status();
-    name = *derived;
-  } else if (!IsValidEnvironmentName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "environment name \"", name,
-        "\" is not valid: use 1-32 characters of a-z, 0-9, '-' and '_', starting with a letter"));
-  }
-
-  if (auto s = CheckProjectPlacement(*path, protected_paths_, absl::StrCat("/home/", name));
+  if (auto s = CheckProjectPlacement(path, protected_paths_, absl::StrCat("/home/", name));
       !s.ok()) {
     return s;
   }
 
   uid_t uid;
   gid_t dir_gid;
-  absl::StatusOr<UniqueFd> project = OpenProjectDirectory(*path, &uid, &dir_gid);
+  absl::StatusOr<UniqueFd> project = OpenProjectDirectory(path, &uid, &dir_gid);
   if (!project.ok()) return project.status();
 
   std::lock_guard operations(operations_mu_);
   {
     std::lock_guard lock(mu_);
     if (auto it = envs_.find(name); it != envs_.end()) {
-      if (it->second->record.project_path() == *path) return ToProto(*it->second);
+      if (it->second->record.project_path() == path) return ToProto(*it->second);
       return absl::AlreadyExistsError(absl::StrCat(
           "environment ", name, " already exists for ", it->second->record.project_path(),
-          "; its name collides with the one for ", *path,
-          ". Choose another name for this project"));
+          "; its name collides with the one for ", path, ". Choose another name for this project"));
     }
     for (const auto& [other, env] : envs_) {
-      if (env->record.project_path() == *path) {
-        return absl::AlreadyExistsError(absl::StrCat("project ", *path,
-                                                     " already has environment ", other));
+      if (env->record.project_path() == path) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("project ", path, " already has environment ", other));
       }
     }
   }
@@ -187,7 +176,7 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
   std::string host_passwd = ReadFileOrEmpty("/etc/passwd");
   internal::EnvironmentRecord record;
   record.set_name(name);
-  record.set_project_path(*path);
+  record.set_project_path(path);
   record.set_uid(uid);
   record.set_gid(PrimaryGroupFor(host_passwd, uid, dir_gid));
   record.set_shell(LoginShellFor(host_passwd, uid));
@@ -439,9 +428,7 @@ absl::Status EnvironmentManager::DestroyResources(const std::string& name, int i
 }
 
 absl::Status EnvironmentManager::Delete(const std::string& name) {
-  if (!IsValidEnvironmentName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat("\"", name, "\" is not an environment name"));
-  }
+  if (auto s = ValidateDeleteEnvironment(name); !s.ok()) return s;
   std::lock_guard operations(operations_mu_);
   std::shared_ptr<LiveEnvironment> env = FindLocked(name);
   if (!env) return absl::NotFoundError(absl::StrCat("no environment named ", name));
@@ -482,21 +469,18 @@ absl::StatusOr<std::shared_ptr<const LiveEnvironment>> EnvironmentManager::FindR
 
 absl::StatusOr<v1::Environment> EnvironmentManager::Get(
     const v1::GetEnvironmentRequest& request) const {
-  if (request.selector_case() == v1::GetEnvironmentRequest::kName) {
-    std::shared_ptr<LiveEnvironment> env = FindLocked(request.name());
-    if (!env) return absl::NotFoundError(absl::StrCat("no environment named ", request.name()));
+  absl::StatusOr<EnvironmentLookup> lookup = ValidateGetEnvironment(request);
+  if (!lookup.ok()) return lookup.status();
+  if (lookup->by_name) {
+    std::shared_ptr<LiveEnvironment> env = FindLocked(lookup->name);
+    if (!env) return absl::NotFoundError(absl::StrCat("no environment named ", lookup->name));
     return ToProto(*env);
   }
-  if (request.selector_case() == v1::GetEnvironmentRequest::kProjectPath) {
-    absl::StatusOr<std::string> path = CheckProjectPathSyntax(request.project_path());
-    if (!path.ok()) return path.status();
-    std::lock_guard lock(mu_);
-    for (const auto& [name, env] : envs_) {
-      if (env->record.project_path() == *path) return ToProto(*env);
-    }
-    return absl::NotFoundError(absl::StrCat("no environment for project ", *path));
+  std::lock_guard lock(mu_);
+  for (const auto& [name, env] : envs_) {
+    if (env->record.project_path() == lookup->project_path) return ToProto(*env);
   }
-  return absl::InvalidArgumentError("give an environment name or a project path");
+  return absl::NotFoundError(absl::StrCat("no environment for project ", lookup->project_path));
 }
 
 std::vector<v1::Environment> EnvironmentManager::List() const {

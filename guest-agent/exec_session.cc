@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <deque>
-#include <map>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -23,6 +22,7 @@
 #include "grpc_status.h"
 #include "log.h"
 #include "posix_error.h"
+#include "request_validation.h"
 #include "syscalls.h"
 
 namespace llima {
@@ -36,7 +36,6 @@ constexpr int kDrainAfterExitMs = 100;
 // Grace between SIGHUP and SIGKILL when the client goes away.
 constexpr int kHangupGraceMs = 2000;
 constexpr gid_t kTtyGroup = 5;  // "tty" on Debian and Ubuntu
-constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 class ExecSession;
 
@@ -185,9 +184,7 @@ void ExecSession::Run() {
   if (!WaitForStart(&first)) {
     return Finish(absl::InvalidArgumentError("the stream ended before a start message"));
   }
-  if (!first.has_start()) {
-    return Finish(absl::InvalidArgumentError("the first message of an Exec call must be start"));
-  }
+  if (absl::Status s = ValidateFirstExecRequest(first); !s.ok()) return Finish(s);
   if (absl::Status s = Start(first.start()); !s.ok()) return Finish(s);
 
   {
@@ -296,7 +293,6 @@ void ExecSession::Run() {
 }
 
 absl::Status ExecSession::Start(const v1::ExecStart& start) {
-  if (auto s = ValidateExecStart(start); !s.ok()) return s;
   env_name_ = start.environment();
   detached_ = start.detached();
   absl::StatusOr<std::shared_ptr<const LiveEnvironment>> env =
@@ -306,7 +302,8 @@ absl::Status ExecSession::Start(const v1::ExecStart& start) {
   internal::SpawnExec spec;
   for (const std::string& arg : start.argv()) spec.add_argv(arg);
   std::string search_path;
-  for (std::string& var : BuildExecEnvironment(**env, start, &search_path)) {
+  for (std::string& var :
+       BuildExecEnvironment((*env)->record, (*env)->home(), start, &search_path)) {
     spec.add_envp(std::move(var));
   }
   spec.set_search_path(search_path);
@@ -403,6 +400,7 @@ absl::Status ExecSession::ProcessInbox() {
     read_closed = read_closed_;
   }
   for (v1::ExecRequest& request : requests) {
+    if (auto s = ValidateLaterExecRequest(request); !s.ok()) return s;
     switch (request.request_case()) {
       case v1::ExecRequest::kStdin:
         if (close_stdin_after_flush_) {
@@ -430,9 +428,6 @@ absl::Status ExecSession::ProcessInbox() {
         break;
       case v1::ExecRequest::kSignal: {
         int sig = request.signal();
-        if (sig <= 0 || sig >= NSIG) {
-          return absl::InvalidArgumentError(absl::StrCat("signal ", sig, " does not exist"));
-        }
         // With a terminal the signal goes where ^C would send it: the terminal's foreground
         // process group, named by the kernel (TIOCSIG), not by a number that may be stale.
         if (!(terminal_ && ioctl(terminal_.get(), TIOCSIG, sig) == 0) && pidfd_) {
@@ -440,10 +435,8 @@ absl::Status ExecSession::ProcessInbox() {
         }
         break;
       }
-      case v1::ExecRequest::kStart:
-        return absl::InvalidArgumentError("start may only be sent once");
-      default:
-        return absl::InvalidArgumentError("empty Exec request");
+      default:  // start again, or nothing: refused above
+        break;
     }
   }
   // The client finished writing: end of input for the process once pending data is written.
@@ -622,64 +615,6 @@ void ExecSession::Finish(const absl::Status& status) {
 }
 
 }  // namespace
-
-absl::Status ValidateTerminalSize(const v1::TerminalSize& size) {
-  if (size.rows() < 1 || size.cols() < 1 || size.rows() > kMaxTerminalSide ||
-      size.cols() > kMaxTerminalSide) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("terminal size ", size.rows(), "x", size.cols(), " is not valid: rows and "
-                     "columns must be between 1 and ", kMaxTerminalSide));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateExecStart(const v1::ExecStart& start) {
-  if (start.environment().empty()) {
-    return absl::InvalidArgumentError("start.environment is empty");
-  }
-  if (start.argv().empty() || start.argv(0).empty()) {
-    return absl::InvalidArgumentError("start.argv is empty: name a program to run");
-  }
-  for (const std::string& arg : start.argv()) {
-    if (arg.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError("an argument contains a NUL byte");
-    }
-  }
-  for (const auto& [key, value] : start.env()) {
-    if (key.empty() || key.find('=') != std::string::npos ||
-        key.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("environment variable \"", key, "\" is not valid"));
-    }
-  }
-  if (start.tty() && (start.size().rows() != 0 || start.size().cols() != 0)) {
-    if (auto s = ValidateTerminalSize(start.size()); !s.ok()) return s;
-  }
-  if (!start.working_dir().empty() &&
-      (start.working_dir()[0] != '/' || start.working_dir().find('\0') != std::string::npos)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "working directory \"", start.working_dir(), "\" is not an absolute path"));
-  }
-  return absl::OkStatus();
-}
-
-std::vector<std::string> BuildExecEnvironment(const LiveEnvironment& env,
-                                              const v1::ExecStart& start,
-                                              std::string* search_path) {
-  std::map<std::string, std::string> vars = {
-      {"HOME", env.home()},
-      {"USER", env.record.name()},
-      {"LOGNAME", env.record.name()},
-      {"SHELL", env.record.shell()},
-      {"PATH", kDefaultPath},
-  };
-  for (const auto& [key, value] : start.env()) vars[key] = value;
-  *search_path = vars["PATH"];
-  std::vector<std::string> out;
-  out.reserve(vars.size());
-  for (const auto& [key, value] : vars) out.push_back(absl::StrCat(key, "=", value));
-  return out;
-}
 
 grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* NewExecReactor(
     EnvironmentManager& environments, ForkServer& fork_server) {

@@ -17,16 +17,4 @@ namespace llima {
 grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* NewExecReactor(
     EnvironmentManager& environments, ForkServer& fork_server);
 
-// Checks a start message; exposed for tests.
-absl::Status ValidateExecStart(const v1::ExecStart& start);
-
-// Terminal sizes are 1..kMaxTerminalSide rows and columns.
-inline constexpr uint32_t kMaxTerminalSide = 10000;
-absl::Status ValidateTerminalSize(const v1::TerminalSize& size);
-
-// The environment variables of a process: defaults for the environment, then the request's.
-std::vector<std::string> BuildExecEnvironment(const LiveEnvironment& env,
-                                              const v1::ExecStart& start,
-                                              std::string* search_path);
-
 }  // namespace llima
