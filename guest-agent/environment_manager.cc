@@ -205,6 +205,7 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
     return written;
   }
   committed = true;
+  CrashPoint("create:committed");
   std::shared_ptr<LiveEnvironment> env = std::move(*live);
   std::lock_guard lock(mu_);
   envs_[name] = env;
@@ -269,6 +270,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
                                             absl::string_view(answer, static_cast<size_t>(n))));
   }
 
+  CrashPoint("create:ready");
   // Pin the mount namespace so it outlives every process in it (and the agent).
   std::string pin = store_.PinPath(name);
   std::string ns_path = absl::StrCat("/proc/", init->pid, "/ns/mnt");
@@ -435,6 +437,7 @@ absl::Status EnvironmentManager::Delete(const std::string& name) {
   // Removing the record commits the delete: a crash from here on leaves a directory without a
   // record, which the next start removes.
   if (auto s = store_.RemoveRecord(name); !s.ok()) return s;
+  CrashPoint("delete:record");
   {
     std::lock_guard lock(mu_);
     envs_.erase(name);
@@ -443,7 +446,10 @@ absl::Status EnvironmentManager::Delete(const std::string& name) {
     std::lock_guard lock(detached_mu_);
     detached_.erase(name);
   }
-  return DestroyResources(name, env->init_pidfd.get());
+  absl::Status stopped = StopNamespaces(name, env->init_pidfd.get());
+  CrashPoint("delete:stopped");
+  absl::Status removed = store_.RemoveEnvironmentDirectory(name);
+  return !removed.ok() ? removed : stopped;
 }
 
 std::shared_ptr<LiveEnvironment> EnvironmentManager::FindLocked(const std::string& name) const {

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <cstdio>
@@ -22,6 +23,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/str_split.h"
 #include "cgroup.h"
 #include "gtest/gtest.h"
 #include "read_file.h"
@@ -542,6 +544,59 @@ std::string HostOutput(const std::string& command) {
   while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
   pclose(p);
   return out;
+}
+
+namespace {
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    lines.emplace_back(line);
+  }
+  std::sort(lines.begin(), lines.end());
+  return lines;
+}
+
+std::string Quoted(const std::string& path) { return "'" + path + "'"; }
+
+}  // namespace
+
+ResourceSnapshot TakeResourceSnapshot(const AgentProcess& agent) {
+  ResourceSnapshot snapshot;
+  for (const std::string& line : Lines(ReadFileOrEmpty("/proc/self/mountinfo"))) {
+    // Field 5 is the mount point.
+    std::vector<std::string> fields = absl::StrSplit(line, ' ');
+    if (fields.size() > 4 && fields[4].rfind(agent.state_dir(), 0) == 0) {
+      snapshot.mounts.push_back(fields[4]);
+    }
+  }
+  std::sort(snapshot.mounts.begin(), snapshot.mounts.end());
+  snapshot.inits = Lines(HostOutput("ps -eo pid=,args= | grep '[l]lima-init '"));
+  std::string cgroups = agent.cgroup_root();
+  if (!cgroups.empty()) {
+    snapshot.cgroups =
+        Lines(HostOutput("cd " + Quoted(cgroups) + " 2>/dev/null && find . -mindepth 1 -type d"));
+  }
+  snapshot.state = Lines(HostOutput("cd " + Quoted(agent.state_dir() + "/envs") +
+                                    " 2>/dev/null && find . -maxdepth 2 -mindepth 1"));
+  return snapshot;
+}
+
+std::string DescribeLeaks(const ResourceSnapshot& before, const ResourceSnapshot& after) {
+  std::string leaks;
+  auto compare = [&](const char* what, const std::vector<std::string>& was,
+                     const std::vector<std::string>& now) {
+    for (const std::string& item : now) {
+      if (!std::binary_search(was.begin(), was.end(), item)) {
+        leaks += std::string(what) + ": " + item + "\n";
+      }
+    }
+  };
+  compare("mount", before.mounts, after.mounts);
+  compare("process", before.inits, after.inits);
+  compare("cgroup", before.cgroups, after.cgroups);
+  compare("state", before.state, after.state);
+  return leaks;
 }
 
 }  // namespace llima::testing

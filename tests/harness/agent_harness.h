@@ -170,4 +170,17 @@ std::string HostOutput(const std::string& command);
 // Path of the llima-agent binary under test.
 std::string AgentBinary();
 
+// What an agent owns on the machine, to compare before and after a scenario: mounts below its
+// state directory, environment inits running, directories in its cgroup subtree and in its
+// state directory (with their records).
+struct ResourceSnapshot {
+  std::vector<std::string> mounts;
+  std::vector<std::string> inits;    // "pid args" of llima-init processes
+  std::vector<std::string> cgroups;  // relative to the agent's cgroup subtree
+  std::vector<std::string> state;    // entries of <state>/envs and their records
+};
+ResourceSnapshot TakeResourceSnapshot(const AgentProcess& agent);
+// Empty when `after` holds nothing `before` did not; otherwise what was left, one per line.
+std::string DescribeLeaks(const ResourceSnapshot& before, const ResourceSnapshot& after);
+
 }  // namespace llima::testing
