@@ -571,8 +571,20 @@ ResourceSnapshot TakeResourceSnapshot(const AgentProcess& agent) {
     }
   }
   std::sort(snapshot.mounts.begin(), snapshot.mounts.end());
-  snapshot.inits = Lines(HostOutput("ps -eo pid=,args= | grep '[l]lima-init '"));
+  // Live inits of this agent: in its cgroup subtree (all of them without cgroup v2). Zombies
+  // hold nothing but a pid until their parent reaps them.
   std::string cgroups = agent.cgroup_root();
+  for (const std::string& line :
+       Lines(HostOutput("ps -eo pid=,stat=,args= | awk '$2 !~ /^Z/ && $3 == \"llima-init\"'"))) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    const std::string& pid = fields[0];
+    if (!cgroups.empty() &&
+        ReadFileOrEmpty("/proc/" + pid + "/cgroup").find("/" + agent.cgroup_name() + "/") ==
+            std::string::npos) {
+      continue;
+    }
+    snapshot.inits.push_back(line);
+  }
   if (!cgroups.empty()) {
     snapshot.cgroups =
         Lines(HostOutput("cd " + Quoted(cgroups) + " 2>/dev/null && find . -mindepth 1 -type d"));
