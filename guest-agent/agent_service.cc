@@ -59,6 +59,8 @@ grpc::Status AgentServiceImpl::GetAgentInfo(grpc::ServerContext*, const v1::GetA
   response->set_cgroups_detail(environments_.cgroups().available()
                                    ? "cgroup v2"
                                    : environments_.cgroups().unavailable_reason());
+  *response->mutable_default_limits() = environments_.default_limits();
+  *response->mutable_limits_enforcement() = environments_.cgroups().enforcement();
   return grpc::Status::OK;
 }
 

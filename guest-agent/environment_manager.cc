@@ -91,6 +91,13 @@ absl::StatusOr<UniqueFd> CloneTree(int fd, const std::string& what) {
 
 }  // namespace
 
+int64_t PhysicalMemoryBytes() {
+  long pages = sysconf(_SC_PHYS_PAGES);
+  long page_size = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return 0;
+  return static_cast<int64_t>(pages) * page_size;
+}
+
 absl::StatusOr<UniqueFd> OpenProjectDirectory(const std::string& clean_path, uid_t* owner,
                                               gid_t* group) {
   open_how how{};
@@ -133,11 +140,19 @@ absl::StatusOr<UniqueFd> OpenProjectDirectory(const std::string& clean_path, uid
 
 EnvironmentManager::EnvironmentManager(EnvironmentStore& store, CgroupTree cgroups,
                                        ForkServer& fork_server,
-                                       std::vector<std::string> protected_paths)
+                                       std::vector<std::string> protected_paths,
+                                       ResourceDefaults limit_defaults)
     : store_(store),
       cgroups_(std::move(cgroups)),
       fork_server_(fork_server),
-      protected_paths_(std::move(protected_paths)) {}
+      protected_paths_(std::move(protected_paths)),
+      limit_defaults_(limit_defaults) {}
+
+EnvironmentManager::EnvironmentManager(EnvironmentStore& store, CgroupTree cgroups,
+                                       ForkServer& fork_server,
+                                       std::vector<std::string> protected_paths)
+    : EnvironmentManager(store, std::move(cgroups), fork_server, std::move(protected_paths),
+                         RecommendedResourceDefaults(PhysicalMemoryBytes())) {}
 
 absl::StatusOr<v1::Environment> EnvironmentManager::Create(
     const v1::CreateEnvironmentRequest& request) {
@@ -160,7 +175,15 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
   {
     std::lock_guard lock(mu_);
     if (auto it = envs_.find(name); it != envs_.end()) {
-      if (it->second->record.project_path() == path) return ToProto(*it->second);
+      if (it->second->record.project_path() == path) {
+        std::string mismatch = DescribeLimitsMismatch(wanted->limits, it->second->record.limits());
+        if (!mismatch.empty()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "environment ", name, " exists with other limits: ", mismatch,
+              ". Limits are fixed when an environment is created: delete it and create it again"));
+        }
+        return ToProto(*it->second);
+      }
       return absl::AlreadyExistsError(absl::StrCat(
           "environment ", name, " already exists for ", it->second->record.project_path(),
           "; its name collides with the one for ", path, ". Choose another name for this project"));
@@ -180,6 +203,7 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
   record.set_uid(uid);
   record.set_gid(PrimaryGroupFor(host_passwd, uid, dir_gid));
   record.set_shell(LoginShellFor(host_passwd, uid));
+  *record.mutable_limits() = ResolveResourceLimits(wanted->limits, limit_defaults_);
   *record.mutable_created_at() =
       google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
 
@@ -223,6 +247,10 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
     if (!fd.ok()) return fd.status();
     cgroup = std::move(*fd);
   }
+  // Before init is cloned into the cgroup: no process of the environment runs unlimited.
+  absl::StatusOr<v1::LimitsEnforcement> enforcement = cgroups_.ApplyLimits(name, record.limits());
+  if (!enforcement.ok()) return enforcement.status();
+  env->limits_enforcement = *std::move(enforcement);
   if (auto s = InjectedFault("create:cgroup"); !s.ok()) return s;
   std::string home = store_.HomePath(name);
   UniqueFd home_fd(open(home.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -332,6 +360,16 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::Adopt(
     if (!cgroup.ok()) return cgroup.status();
     env->cgroup = std::move(*cgroup);
   }
+  // The cgroup normally holds them already; writing them again also covers controllers enabled
+  // since. A refusal is reported, not fatal: the environment's processes keep running.
+  if (absl::StatusOr<v1::LimitsEnforcement> enforcement =
+          cgroups_.ApplyLimits(record.name(), record.limits());
+      enforcement.ok()) {
+    env->limits_enforcement = *std::move(enforcement);
+  } else {
+    env->limits_enforcement.set_detail(
+        absl::StrCat("limits not enforced: ", enforcement.status().message()));
+  }
   if (!ProcessAlive(env->init_pidfd.get())) return absl::NotFoundError("init exited");
   env->record = record;
   return env;
@@ -379,6 +417,12 @@ void EnvironmentManager::Recover() {
       LogOperation("cleanup", name, absl::Now() - start, s, "(left by an interrupted operation)");
       continue;
     }
+    // Records written before limits existed get today's defaults, kept from now on.
+    bool limits_added = false;
+    if (record.ok() && !record->has_limits()) {
+      *record->mutable_limits() = ResolveResourceLimits({}, limit_defaults_);
+      limits_added = true;
+    }
     std::shared_ptr<LiveEnvironment> env;
     if (!record.ok()) {
       env = std::make_shared<LiveEnvironment>();
@@ -389,6 +433,11 @@ void EnvironmentManager::Recover() {
                adopted.ok()) {
       env = std::move(*adopted);
       LogOperation("adopt", name, absl::Now() - start, absl::OkStatus());
+      if (limits_added) {
+        if (absl::Status s = store_.WriteRecord(env->record); !s.ok()) {
+          LogOperation("record", name, absl::ZeroDuration(), s, "(limits added)");
+        }
+      }
     } else if (absl::StatusOr<std::unique_ptr<LiveEnvironment>> rebuilt = Rebuild(*record);
                rebuilt.ok()) {
       env = std::move(*rebuilt);
@@ -533,13 +582,17 @@ v1::Environment EnvironmentManager::ToProto(const LiveEnvironment& env) const {
   out.set_gid(r.gid());
   out.set_home(env.home());
   out.set_shell(r.shell());
+  *out.mutable_limits() = r.limits();
   if (!env.running()) {
     out.set_state(v1::Environment::STATE_BROKEN);
     out.set_detail(env.broken_reason);
+    out.mutable_limits_enforcement()->set_detail("limits not enforced: the environment is broken");
   } else if (!ProcessAlive(env.init_pidfd.get())) {
     out.set_state(v1::Environment::STATE_BROKEN);
     out.set_detail("its init process has exited; delete and recreate it");
+    out.mutable_limits_enforcement()->set_detail("limits not enforced: the environment is broken");
   } else {
+    *out.mutable_limits_enforcement() = env.limits_enforcement;
     out.set_state(v1::Environment::STATE_RUNNING);
     int count = cgroups_.CountProcesses(r.name());
     out.set_process_count(count > 0 ? count - 1 : 0);
@@ -553,7 +606,10 @@ v1::Environment EnvironmentManager::ToProto(const LiveEnvironment& env) const {
       if (list.empty()) detached_.erase(it);
     }
     if (!cgroups_.available()) {
-      out.set_detail(absl::StrCat("no cgroup: ", cgroups_.unavailable_reason()));
+      out.set_detail(absl::StrCat("no cgroup (processes are not counted, limits not enforced): ",
+                                  cgroups_.unavailable_reason()));
+    } else {
+      out.set_detail(env.limits_enforcement.detail());
     }
   }
   return out;

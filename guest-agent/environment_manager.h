@@ -15,6 +15,7 @@
 #include "fork_server.h"
 #include "llima/internal/agent_internal.pb.h"
 #include "llima/v1/agent.pb.h"
+#include "request_validation.h"
 #include "unique_fd.h"
 
 namespace llima {
@@ -31,6 +32,8 @@ struct LiveEnvironment {
   UniqueFd cgroup;      // invalid when the machine has no cgroup v2
   UniqueFd init_pidfd;  // pidfd of the environment's init
   UniqueFd root_dir;    // the environment's root directory, as init sees it
+  // Which of record.limits the kernel enforces, as found when its cgroup was set up.
+  v1::LimitsEnforcement limits_enforcement;
 
   bool running() const { return broken_reason.empty(); }
   std::string home() const { return "/home/" + record.name(); }
@@ -39,6 +42,10 @@ struct LiveEnvironment {
 class EnvironmentManager {
  public:
   // `protected_paths` are paths no project may overlap (state directory, socket directory).
+  // `limit_defaults` fill in the limits a create request leaves at 0.
+  EnvironmentManager(EnvironmentStore& store, CgroupTree cgroups, ForkServer& fork_server,
+                     std::vector<std::string> protected_paths, ResourceDefaults limit_defaults);
+  // With RecommendedResourceDefaults for this machine's memory.
   EnvironmentManager(EnvironmentStore& store, CgroupTree cgroups, ForkServer& fork_server,
                      std::vector<std::string> protected_paths);
 
@@ -56,6 +63,8 @@ class EnvironmentManager {
       const std::string& name) const;
 
   const CgroupTree& cgroups() const { return cgroups_; }
+  // The defaults as a request would give them: what an environment created now gets.
+  v1::ResourceLimits default_limits() const { return ResolveResourceLimits({}, limit_defaults_); }
 
   // Whether the mount namespace (dev, ino) is an environment's.
   bool IsEnvironmentMountNamespace(dev_t dev, ino_t ino) const;
@@ -80,6 +89,7 @@ class EnvironmentManager {
   const CgroupTree cgroups_;
   ForkServer& fork_server_;
   const std::vector<std::string> protected_paths_;
+  const ResourceDefaults limit_defaults_;
 
   std::mutex operations_mu_;  // serializes create, delete and recovery
   mutable std::mutex mu_;     // guards envs_
@@ -91,6 +101,9 @@ class EnvironmentManager {
   mutable std::mutex detached_mu_;  // guards detached_; taken after mu_ if both are
   mutable absl::flat_hash_map<std::string, std::vector<Detached>> detached_;
 };
+
+// Physical memory of this machine in bytes, 0 if unknown.
+int64_t PhysicalMemoryBytes();
 
 // Opens a project directory for a request: no symlink anywhere in the path, must be a
 // directory owned by someone other than root. Returns an O_PATH descriptor; everything later is

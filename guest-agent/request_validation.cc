@@ -2,9 +2,19 @@
 
 #include <signal.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <map>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "naming.h"
 #include "project_path.h"
 
@@ -12,6 +22,22 @@ namespace llima {
 namespace {
 
 constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+bool IsNoLimit(absl::string_view text) { return text == "max" || text == "-1"; }
+
+// A limit as the agent takes it from a request or a default: 0 and kNoLimit always pass.
+bool LimitInRange(int64_t value, int64_t min, int64_t max) {
+  return value == 0 || value == kNoLimit || (value >= min && value <= max);
+}
+
+int64_t Resolve(int64_t requested, int64_t fallback) {
+  if (requested != 0) return requested;
+  return fallback != 0 ? fallback : kNoLimit;
+}
+
+absl::Status OutOfRange(absl::string_view what, absl::string_view text, absl::string_view range) {
+  return absl::InvalidArgumentError(absl::StrCat(what, " \"", text, "\" is not valid: ", range));
+}
 
 }  // namespace
 
@@ -30,7 +56,8 @@ absl::StatusOr<EnvironmentToCreate> ValidateCreateEnvironment(
         "environment name \"", name,
         "\" is not valid: use 1-32 characters of a-z, 0-9, '-' and '_', starting with a letter"));
   }
-  return EnvironmentToCreate{*std::move(path), std::move(name)};
+  if (auto s = ValidateResourceLimits(request.limits()); !s.ok()) return s;
+  return EnvironmentToCreate{*std::move(path), std::move(name), request.limits()};
 }
 
 absl::StatusOr<EnvironmentLookup> ValidateGetEnvironment(const v1::GetEnvironmentRequest& request) {
@@ -58,6 +85,135 @@ absl::Status ValidateDeleteEnvironment(absl::string_view name) {
     return absl::InvalidArgumentError(absl::StrCat("\"", name, "\" is not an environment name"));
   }
   return absl::OkStatus();
+}
+
+absl::Status ValidateResourceLimits(const v1::ResourceLimits& limits) {
+  constexpr char kChoice[] = "use 0 (the agent's default), -1 (no limit) or ";
+  if (!LimitInRange(limits.memory_max_bytes(), kMinMemoryMaxBytes, INT64_MAX)) {
+    return absl::InvalidArgumentError(absl::StrCat("limits.memory_max_bytes is ",
+                                                   limits.memory_max_bytes(), ": ", kChoice,
+                                                   "at least ", kMinMemoryMaxBytes, " (16 MiB)"));
+  }
+  if (!LimitInRange(limits.pids_max(), kMinPidsMax, kMaxPidsMax)) {
+    return absl::InvalidArgumentError(absl::StrCat("limits.pids_max is ", limits.pids_max(), ": ",
+                                                   kChoice, kMinPidsMax, " to ", kMaxPidsMax));
+  }
+  if (!LimitInRange(limits.cpu_millicores(), kMinCpuMillicores, kMaxCpuMillicores)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limits.cpu_millicores is ", limits.cpu_millicores(), ": ", kChoice,
+                     kMinCpuMillicores, " to ", kMaxCpuMillicores, " (thousandths of a CPU)"));
+  }
+  return absl::OkStatus();
+}
+
+ResourceDefaults RecommendedResourceDefaults(int64_t physical_memory_bytes) {
+  ResourceDefaults defaults;
+  if (physical_memory_bytes > 0) {
+    int64_t share = physical_memory_bytes / 100 * kDefaultMemoryPercent +
+                    physical_memory_bytes % 100 * kDefaultMemoryPercent / 100;
+    defaults.memory_max_bytes = std::max(share, kMinMemoryMaxBytes);
+  }
+  return defaults;
+}
+
+v1::ResourceLimits ResolveResourceLimits(const v1::ResourceLimits& requested,
+                                         const ResourceDefaults& defaults) {
+  v1::ResourceLimits limits;
+  limits.set_memory_max_bytes(Resolve(requested.memory_max_bytes(), defaults.memory_max_bytes));
+  limits.set_pids_max(Resolve(requested.pids_max(), defaults.pids_max));
+  limits.set_cpu_millicores(Resolve(requested.cpu_millicores(), defaults.cpu_millicores));
+  return limits;
+}
+
+std::string DescribeLimitsMismatch(const v1::ResourceLimits& requested,
+                                   const v1::ResourceLimits& existing) {
+  std::vector<std::string> differences;
+  auto compare = [&](absl::string_view field, int64_t wanted, int64_t has) {
+    if (wanted != 0 && wanted != has) {
+      differences.push_back(absl::StrCat(field, " ", wanted, " (it has ", has, ")"));
+    }
+  };
+  compare("memory_max_bytes", requested.memory_max_bytes(), existing.memory_max_bytes());
+  compare("pids_max", requested.pids_max(), existing.pids_max());
+  compare("cpu_millicores", requested.cpu_millicores(), existing.cpu_millicores());
+  return absl::StrJoin(differences, ", ");
+}
+
+absl::StatusOr<int64_t> ParseMemoryLimit(absl::string_view text, int64_t physical_memory_bytes) {
+  constexpr char kRange[] =
+      "give bytes with an optional K, M, G or T suffix (at least 16M), a percentage of the "
+      "machine's memory (\"75%\"), or \"max\"";
+  if (IsNoLimit(text)) return kNoLimit;
+  int64_t bytes = 0;
+  if (absl::ConsumeSuffix(&text, "%")) {
+    int percent;
+    if (!absl::SimpleAtoi(text, &percent) || percent < 1 || percent > 100) {
+      return OutOfRange("memory limit", absl::StrCat(text, "%"), "a percentage is 1% to 100%");
+    }
+    if (physical_memory_bytes <= 0) {
+      return absl::FailedPreconditionError(
+          "memory limit: the machine's memory is unknown; give bytes instead of a percentage");
+    }
+    bytes = physical_memory_bytes / 100 * percent + physical_memory_bytes % 100 * percent / 100;
+  } else {
+    absl::string_view number = text;
+    int shift = 0;
+    std::string suffix = absl::AsciiStrToUpper(
+        number.substr(std::min(number.size(), number.find_first_not_of("0123456789."))));
+    number.remove_suffix(suffix.size());
+    static constexpr std::pair<const char*, int> kSuffixes[] = {
+        {"", 0},     {"K", 10},   {"M", 20},   {"G", 30},  {"T", 40},
+        {"KIB", 10}, {"MIB", 20}, {"GIB", 30}, {"TIB", 40}};
+    for (auto [name, bits] : kSuffixes) {
+      if (suffix == name) {
+        shift = bits;
+        suffix.clear();
+        break;
+      }
+    }
+    double value;
+    if (!suffix.empty() || number.empty() || !absl::SimpleAtod(number, &value) ||
+        !std::isfinite(value) || value < 0 || std::ldexp(value, shift) >= 9.2e18) {
+      return OutOfRange("memory limit", text, kRange);
+    }
+    int64_t whole;
+    bytes = shift == 0 && absl::SimpleAtoi(number, &whole)
+                ? whole
+                : static_cast<int64_t>(std::ldexp(value, shift));
+  }
+  if (bytes < kMinMemoryMaxBytes) return OutOfRange("memory limit", text, kRange);
+  return bytes;
+}
+
+absl::StatusOr<int64_t> ParsePidsLimit(absl::string_view text) {
+  if (IsNoLimit(text)) return kNoLimit;
+  int64_t pids;
+  if (!absl::SimpleAtoi(text, &pids) || pids < kMinPidsMax || pids > kMaxPidsMax) {
+    return OutOfRange("pids limit", text,
+                      absl::StrCat("give ", kMinPidsMax, " to ", kMaxPidsMax, " or \"max\""));
+  }
+  return pids;
+}
+
+absl::StatusOr<int64_t> ParseCpuLimit(absl::string_view text) {
+  constexpr char kRange[] =
+      "give CPUs (\"2\", \"1.5\") or millicores (\"500m\"), 0.01 to 1000 CPUs, or \"max\"";
+  if (IsNoLimit(text)) return kNoLimit;
+  int64_t millicores;
+  if (absl::string_view m = text; absl::ConsumeSuffix(&m, "m")) {
+    if (!absl::SimpleAtoi(m, &millicores)) return OutOfRange("cpu limit", text, kRange);
+  } else {
+    double cpus;
+    if (text.empty() || text.find_first_not_of("0123456789.") != absl::string_view::npos ||
+        !absl::SimpleAtod(text, &cpus) || !std::isfinite(cpus) || cpus > 1e9) {
+      return OutOfRange("cpu limit", text, kRange);
+    }
+    millicores = std::llround(cpus * 1000);
+  }
+  if (millicores < kMinCpuMillicores || millicores > kMaxCpuMillicores) {
+    return OutOfRange("cpu limit", text, kRange);
+  }
+  return millicores;
 }
 
 absl::Status ValidateTerminalSize(const v1::TerminalSize& size) {

@@ -23,10 +23,11 @@ namespace llima {
 struct EnvironmentToCreate {
   std::string project_path;  // clean absolute path (CheckProjectPathSyntax)
   std::string name;          // the request's, or derived from the path when it names none
+  v1::ResourceLimits limits;  // as requested: 0 for the agent's default (ValidateResourceLimits)
 };
 
-// The project path's syntax and the name. Where the project may lie (CheckProjectPlacement) and
-// what the path is on disk are checked after this.
+// The project path's syntax, the name and the limits. Where the project may lie
+// (CheckProjectPlacement) and what the path is on disk are checked after this.
 absl::StatusOr<EnvironmentToCreate> ValidateCreateEnvironment(
     const v1::CreateEnvironmentRequest& request);
 
@@ -41,6 +42,57 @@ absl::StatusOr<EnvironmentLookup> ValidateGetEnvironment(const v1::GetEnvironmen
 
 // The name a DeleteEnvironment request gives.
 absl::Status ValidateDeleteEnvironment(absl::string_view name);
+
+// --- Resource limits --------------------------------------------------------------------------
+
+// A limit of v1::ResourceLimits: 0 is "the agent's default" in a request, -1 is no limit.
+inline constexpr int64_t kNoLimit = -1;
+// Below these an environment cannot run a shell and a pipeline; a request for less is a mistake.
+inline constexpr int64_t kMinMemoryMaxBytes = int64_t{16} << 20;
+inline constexpr int64_t kMinPidsMax = 8;
+// The kernel's own bounds: PID_MAX_LIMIT, and cpu.max's minimum quota (1 ms per 100 ms period).
+inline constexpr int64_t kMaxPidsMax = 4194304;
+inline constexpr int64_t kMinCpuMillicores = 10;
+inline constexpr int64_t kMaxCpuMillicores = 1000000;
+inline constexpr int64_t kDefaultPidsMax = 4096;
+inline constexpr int kDefaultMemoryPercent = 75;
+
+// Each field 0, kNoLimit, or within its bounds.
+absl::Status ValidateResourceLimits(const v1::ResourceLimits& limits);
+
+// The agent's limits for what a request leaves at 0. Each field is kNoLimit or within its
+// bounds, never 0.
+struct ResourceDefaults {
+  int64_t memory_max_bytes = kNoLimit;
+  int64_t pids_max = kDefaultPidsMax;
+  int64_t cpu_millicores = kNoLimit;
+};
+
+// The defaults for a machine with `physical_memory_bytes` of memory: kDefaultMemoryPercent of
+// it (a runaway environment is OOM-killed inside itself while the agent and the other
+// environments keep the rest), kDefaultPidsMax processes (a fork bomb takes an eighth of the
+// 32768 pids of a 4-CPU VM; builds, language servers and their threads stay far below), and no
+// CPU quota (an idle machine's CPUs are all one build's; busy environments share them equally).
+ResourceDefaults RecommendedResourceDefaults(int64_t physical_memory_bytes);
+
+// The limits an environment gets: the request's, with `defaults` in place of its zeros. Every
+// field of the result is kNoLimit or within its bounds.
+v1::ResourceLimits ResolveResourceLimits(const v1::ResourceLimits& requested,
+                                         const ResourceDefaults& defaults);
+
+// Why the limits of an existing environment do not satisfy a create request for it (a limit the
+// request sets, other than the environment's), or empty when they do.
+std::string DescribeLimitsMismatch(const v1::ResourceLimits& requested,
+                                   const v1::ResourceLimits& existing);
+
+// The agent's --default-* option values. "max" (or "-1") is no limit.
+//   memory: bytes, with an optional binary suffix K, M, G, T (KiB ... TiB also), or a
+//           percentage of `physical_memory_bytes` ("75%").
+//   pids:   a count.
+//   cpu:    CPUs ("2", "1.5") or millicores ("500m").
+absl::StatusOr<int64_t> ParseMemoryLimit(absl::string_view text, int64_t physical_memory_bytes);
+absl::StatusOr<int64_t> ParsePidsLimit(absl::string_view text);
+absl::StatusOr<int64_t> ParseCpuLimit(absl::string_view text);
 
 // --- Exec -------------------------------------------------------------------------------------
 

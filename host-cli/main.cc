@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -162,13 +163,59 @@ absl::StatusOr<v1::Environment> FindEnvironment(AgentClient& client, const std::
   return client.Get(request);
 }
 
+// Limits as people write them; -1, no limit, is "max".
+std::string MemoryLimit(int64_t bytes) {
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  constexpr int64_t kGiB = int64_t{1} << 30;
+  if (bytes <= 0) return "max";
+  if (bytes % kGiB == 0) return absl::StrCat(bytes / kGiB, "G");
+  if (bytes >= kGiB) return absl::StrFormat("%.1fG", static_cast<double>(bytes) / kGiB);
+  if (bytes % kMiB == 0) return absl::StrCat(bytes / kMiB, "M");
+  return absl::StrFormat("%.1fM", static_cast<double>(bytes) / kMiB);
+}
+
+std::string PidsLimit(int64_t pids) { return pids <= 0 ? "max" : absl::StrCat(pids); }
+
+// In CPUs: 1500 millicores are "1.5".
+std::string CpuLimit(int64_t millicores) {
+  if (millicores <= 0) return "max";
+  std::string cpus = absl::StrFormat("%.3f", static_cast<double>(millicores) / 1000);
+  while (cpus.back() == '0') cpus.pop_back();
+  if (cpus.back() == '.') cpus.pop_back();
+  return cpus;
+}
+
+std::string DescribeLimits(const v1::ResourceLimits& limits) {
+  return absl::StrCat("memory ", MemoryLimit(limits.memory_max_bytes()), ", pids ",
+                      PidsLimit(limits.pids_max()), ", cpu ", CpuLimit(limits.cpu_millicores()));
+}
+
+// A running environment's limit, marked with '*' when the kernel does not enforce it; "-" from
+// an agent that has no limits.
+std::string LimitCell(const v1::Environment& env, const std::string& value, bool enforced) {
+  if (!env.has_limits()) return "-";
+  return env.state() == v1::Environment::STATE_RUNNING && !enforced ? value + "*" : value;
+}
+
 void PrintEnvironments(const std::vector<v1::Environment>& envs) {
-  std::printf("%-32s  %-8s  %9s  %5s  %s\n", "NAME", "STATE", "PROCESSES", "AGE", "PROJECT");
+  std::printf("%-32s  %-8s  %9s  %5s  %7s  %6s  %6s  %s\n", "NAME", "STATE", "PROCESSES", "AGE",
+              "MEMORY", "PIDS", "CPU", "PROJECT");
+  std::vector<std::string> footnotes;
   for (const auto& env : envs) {
-    std::printf("%-32s  %-8s  %9d  %5s  %s\n", env.name().c_str(),
-                StateName(env.state()).c_str(), env.process_count(),
-                Age(env.created_at()).c_str(), env.project_path().c_str());
+    const v1::ResourceLimits& limits = env.limits();
+    const v1::LimitsEnforcement& enforced = env.limits_enforcement();
+    std::printf("%-32s  %-8s  %9d  %5s  %7s  %6s  %6s  %s\n", env.name().c_str(),
+                StateName(env.state()).c_str(), env.process_count(), Age(env.created_at()).c_str(),
+                LimitCell(env, MemoryLimit(limits.memory_max_bytes()), enforced.memory()).c_str(),
+                LimitCell(env, PidsLimit(limits.pids_max()), enforced.pids()).c_str(),
+                LimitCell(env, CpuLimit(limits.cpu_millicores()), enforced.cpu()).c_str(),
+                env.project_path().c_str());
+    if (env.state() == v1::Environment::STATE_RUNNING && !enforced.detail().empty() &&
+        std::find(footnotes.begin(), footnotes.end(), enforced.detail()) == footnotes.end()) {
+      footnotes.push_back(enforced.detail());
+    }
   }
+  for (const std::string& note : footnotes) std::printf("* %s\n", note.c_str());
 }
 
 int Run(int argc, char** argv) {
@@ -309,8 +356,18 @@ int Run(int argc, char** argv) {
       if (info.ok() && !info->cgroups()) {
         std::printf("  no resource accounting: %s\n", info->cgroups_detail().c_str());
       }
+      std::string limits_detail;
+      if (info.ok() && info->has_default_limits()) {
+        std::printf("  limits of a new environment: %s\n",
+                    DescribeLimits(info->default_limits()).c_str());
+        limits_detail = info->limits_enforcement().detail();
+        if (!limits_detail.empty()) std::printf("  %s\n", limits_detail.c_str());
+      }
+      // An environment's own detail, unless it only repeats the agent's.
       for (const auto& e : *envs) {
-        if (!e.detail().empty()) std::printf("  %s: %s\n", e.name().c_str(), e.detail().c_str());
+        if (!e.detail().empty() && e.detail() != limits_detail) {
+          std::printf("  %s: %s\n", e.name().c_str(), e.detail().c_str());
+        }
       }
     }
     return code;

@@ -381,5 +381,144 @@ TEST(ValidateDeleteEnvironment, AcceptsOnlyEnvironmentNames) {
   }
 }
 
+// --- Resource limits --------------------------------------------------------------------------
+
+v1::ResourceLimits Limits(int64_t memory, int64_t pids, int64_t cpu) {
+  v1::ResourceLimits limits;
+  limits.set_memory_max_bytes(memory);
+  limits.set_pids_max(pids);
+  limits.set_cpu_millicores(cpu);
+  return limits;
+}
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+TEST(ValidateCreateEnvironment, KeepsTheRequestedLimitsAsGiven) {
+  v1::CreateEnvironmentRequest request = CreateRequest("/home/alice/proj");
+  *request.mutable_limits() = Limits(512 * kMiB, -1, 0);
+  absl::StatusOr<EnvironmentToCreate> wanted = ValidateCreateEnvironment(request);
+  ASSERT_TRUE(wanted.ok()) << wanted.status();
+  EXPECT_EQ(wanted->limits.memory_max_bytes(), 512 * kMiB);
+  EXPECT_EQ(wanted->limits.pids_max(), kNoLimit);
+  EXPECT_EQ(wanted->limits.cpu_millicores(), 0);
+}
+
+TEST(ValidateCreateEnvironment, RejectsLimitsOutOfBounds) {
+  v1::CreateEnvironmentRequest request = CreateRequest("/home/alice/proj");
+  *request.mutable_limits() = Limits(0, 7, 0);
+  absl::StatusOr<EnvironmentToCreate> wanted = ValidateCreateEnvironment(request);
+  EXPECT_EQ(wanted.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(wanted.status().message(),
+              HasSubstr("limits.pids_max is 7: use 0 (the agent's default), -1 (no limit) or 8"));
+}
+
+TEST(ValidateResourceLimits, AcceptsDefaultNoLimitAndTheBounds) {
+  for (const v1::ResourceLimits& limits :
+       {Limits(0, 0, 0), Limits(-1, -1, -1), Limits(16 * kMiB, 8, 10),
+        Limits(INT64_MAX, 4194304, 1000000), Limits(6 * kGiB, 4096, 1500)}) {
+    EXPECT_TRUE(ValidateResourceLimits(limits).ok()) << limits.ShortDebugString();
+  }
+}
+
+TEST(ValidateResourceLimits, RejectsEachFieldJustOutsideItsBounds) {
+  struct Case {
+    v1::ResourceLimits limits;
+    const char* message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {Limits(16 * kMiB - 1, 0, 0), "limits.memory_max_bytes is 16777215"},
+           {Limits(-2, 0, 0), "limits.memory_max_bytes is -2"},
+           {Limits(INT64_MIN, 0, 0), "limits.memory_max_bytes"},
+           {Limits(0, 4194305, 0), "limits.pids_max is 4194305"},
+           {Limits(0, -2, 0), "limits.pids_max is -2"},
+           {Limits(0, 0, 9), "limits.cpu_millicores is 9"},
+           {Limits(0, 0, 1000001), "limits.cpu_millicores is 1000001"},
+           {Limits(0, 0, -7), "limits.cpu_millicores is -7"},
+       }) {
+    absl::Status status = ValidateResourceLimits(c.limits);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.limits.ShortDebugString();
+    EXPECT_THAT(status.message(), HasSubstr(c.message));
+  }
+}
+
+TEST(ResolveResourceLimits, TakesTheDefaultsForZerosAndKeepsTheRest) {
+  ResourceDefaults defaults{6 * kGiB, 4096, kNoLimit};
+  v1::ResourceLimits all_default = ResolveResourceLimits(Limits(0, 0, 0), defaults);
+  EXPECT_EQ(all_default.ShortDebugString(), Limits(6 * kGiB, 4096, -1).ShortDebugString());
+  v1::ResourceLimits own = ResolveResourceLimits(Limits(-1, 64, 500), defaults);
+  EXPECT_EQ(own.ShortDebugString(), Limits(-1, 64, 500).ShortDebugString());
+}
+
+TEST(ResolveResourceLimits, NeverLeavesAZero) {
+  // A default of 0 (a mistake) must not become memory.max 0, which would kill everything.
+  v1::ResourceLimits resolved = ResolveResourceLimits(Limits(0, 0, 0), ResourceDefaults{0, 0, 0});
+  EXPECT_EQ(resolved.ShortDebugString(), Limits(-1, -1, -1).ShortDebugString());
+}
+
+TEST(RecommendedResourceDefaults, ThreeQuartersOfMemoryFourThousandPidsAndNoCpuQuota) {
+  ResourceDefaults vm = RecommendedResourceDefaults(8 * kGiB);
+  EXPECT_EQ(vm.memory_max_bytes, 6 * kGiB);
+  EXPECT_EQ(vm.pids_max, 4096);
+  EXPECT_EQ(vm.cpu_millicores, kNoLimit);
+  EXPECT_EQ(RecommendedResourceDefaults(0).memory_max_bytes, kNoLimit);
+  EXPECT_EQ(RecommendedResourceDefaults(kMiB).memory_max_bytes, kMinMemoryMaxBytes);
+  ResourceDefaults defaults = RecommendedResourceDefaults(8 * kGiB);
+  EXPECT_TRUE(ValidateResourceLimits(ResolveResourceLimits({}, defaults)).ok());
+}
+
+TEST(DescribeLimitsMismatch, OnlyLimitsTheRequestSetsMustMatch) {
+  v1::ResourceLimits existing = Limits(6 * kGiB, 4096, -1);
+  EXPECT_EQ(DescribeLimitsMismatch(Limits(0, 0, 0), existing), "");
+  EXPECT_EQ(DescribeLimitsMismatch(Limits(6 * kGiB, 4096, -1), existing), "");
+  EXPECT_EQ(DescribeLimitsMismatch(Limits(0, 64, 1000), existing),
+            "pids_max 64 (it has 4096), cpu_millicores 1000 (it has -1)");
+}
+
+TEST(ParseMemoryLimit, TakesBytesSuffixesPercentagesAndMax) {
+  EXPECT_EQ(*ParseMemoryLimit("max", 0), kNoLimit);
+  EXPECT_EQ(*ParseMemoryLimit("-1", 0), kNoLimit);
+  EXPECT_EQ(*ParseMemoryLimit("16777216", 0), 16 * kMiB);
+  EXPECT_EQ(*ParseMemoryLimit("512M", 0), 512 * kMiB);
+  EXPECT_EQ(*ParseMemoryLimit("512MiB", 0), 512 * kMiB);
+  EXPECT_EQ(*ParseMemoryLimit("8g", 0), 8 * kGiB);
+  EXPECT_EQ(*ParseMemoryLimit("1.5G", 0), 3 * kGiB / 2);
+  EXPECT_EQ(*ParseMemoryLimit("2T", 0), 2048 * kGiB);
+  EXPECT_EQ(*ParseMemoryLimit("65536K", 0), 64 * kMiB);
+  EXPECT_EQ(*ParseMemoryLimit("75%", 8 * kGiB), 6 * kGiB);
+  EXPECT_EQ(*ParseMemoryLimit("100%", 8 * kGiB), 8 * kGiB);
+}
+
+TEST(ParseMemoryLimit, RejectsWhatIsNotAValidLimit) {
+  for (const char* text : {"", "0", "1K", "16777215", "abc", "5X", "5 G", "-5G", "1e3G", "G", "0%",
+                           "101%", "%", "x%", "99999999999T"}) {
+    EXPECT_EQ(ParseMemoryLimit(text, 8 * kGiB).status().code(), absl::StatusCode::kInvalidArgument)
+        << text;
+  }
+  EXPECT_EQ(ParseMemoryLimit("50%", 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(ParseMemoryLimit("1%", 512 * kMiB).status().message(), HasSubstr("at least 16M"));
+}
+
+TEST(ParsePidsLimit, TakesACountWithinBoundsOrMax) {
+  EXPECT_EQ(*ParsePidsLimit("4096"), 4096);
+  EXPECT_EQ(*ParsePidsLimit("8"), 8);
+  EXPECT_EQ(*ParsePidsLimit("max"), kNoLimit);
+  for (const char* text : {"", "7", "4194305", "0", "-2", "1k", "many"}) {
+    EXPECT_EQ(ParsePidsLimit(text).status().code(), absl::StatusCode::kInvalidArgument) << text;
+  }
+}
+
+TEST(ParseCpuLimit, TakesCpusMillicoresOrMax) {
+  EXPECT_EQ(*ParseCpuLimit("2"), 2000);
+  EXPECT_EQ(*ParseCpuLimit("1.5"), 1500);
+  EXPECT_EQ(*ParseCpuLimit("0.01"), 10);
+  EXPECT_EQ(*ParseCpuLimit("500m"), 500);
+  EXPECT_EQ(*ParseCpuLimit("1000"), 1000000);
+  EXPECT_EQ(*ParseCpuLimit("max"), kNoLimit);
+  for (const char* text : {"", "0", "0.001", "9m", "1001", "1.5m", "-2", "two", "1e3", "nan"}) {
+    EXPECT_EQ(ParseCpuLimit(text).status().code(), absl::StatusCode::kInvalidArgument) << text;
+  }
+}
+
 }  // namespace
 }  // namespace llima

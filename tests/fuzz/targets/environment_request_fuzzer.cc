@@ -1,11 +1,13 @@
 // The checks of the requests that name an environment or a project. Input: wire bytes, read as a
 // v1::CreateEnvironmentRequest, a v1::GetEnvironmentRequest and a v1::DeleteEnvironmentRequest
-// (their fields 1 and 2 are all strings, so one input exercises the three); what does not parse
-// is refused by gRPC before the agent sees it.
+// (their fields 1 and 2 are all strings, so one input exercises the three; field 3, the limits of
+// a create, is an unknown field to the others); what does not parse is refused by gRPC before the
+// agent sees it.
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -27,11 +29,46 @@ const std::vector<std::string>& AgentPaths() {
   return *paths;
 }
 
+// A limit as the API defines it: 0 (the default), -1 (none) or within [min, max].
+bool LimitOk(int64_t value, int64_t min, int64_t max) {
+  return value == 0 || value == -1 || (min <= value && value <= max);
+}
+
+bool LimitsOk(const v1::ResourceLimits& limits) {
+  return LimitOk(limits.memory_max_bytes(), 16 << 20, INT64_MAX) &&
+         LimitOk(limits.pids_max(), 8, 4194304) && LimitOk(limits.cpu_millicores(), 10, 1000000);
+}
+
+bool SameLimits(const v1::ResourceLimits& a, const v1::ResourceLimits& b) {
+  return a.memory_max_bytes() == b.memory_max_bytes() && a.pids_max() == b.pids_max() &&
+         a.cpu_millicores() == b.cpu_millicores();
+}
+
+// What an environment gets from accepted limits: a value for every field (never 0, which
+// memory.max would take as "nothing"), the request's where it gave one, valid again as a request,
+// and an environment made with them satisfies the request that made it.
+void CheckResolvedLimits(const v1::ResourceLimits& requested, const ResourceDefaults& defaults) {
+  v1::ResourceLimits resolved = ResolveResourceLimits(requested, defaults);
+  for (auto [asked, got, fallback] :
+       {std::tuple{requested.memory_max_bytes(), resolved.memory_max_bytes(),
+                   defaults.memory_max_bytes},
+        {requested.pids_max(), resolved.pids_max(), defaults.pids_max},
+        {requested.cpu_millicores(), resolved.cpu_millicores(), defaults.cpu_millicores}}) {
+    FUZZ_CHECK(got != 0);
+    FUZZ_CHECK(got == (asked != 0 ? asked : fallback));
+  }
+  FUZZ_CHECK(LimitsOk(resolved) && ValidateResourceLimits(resolved).ok());
+  FUZZ_CHECK(DescribeLimitsMismatch(requested, resolved).empty());
+  FUZZ_CHECK(DescribeLimitsMismatch(v1::ResourceLimits(), resolved).empty());
+}
+
 void CheckCreate(const v1::CreateEnvironmentRequest& request) {
   absl::StatusOr<EnvironmentToCreate> wanted = ValidateCreateEnvironment(request);
   absl::StatusOr<std::string> path = CheckProjectPathSyntax(request.project_path());
   bool name_ok = request.name().empty() || IsValidEnvironmentName(request.name());
-  FUZZ_CHECK(wanted.ok() == (path.ok() && name_ok));
+  bool limits_ok = LimitsOk(request.limits());
+  FUZZ_CHECK(wanted.ok() == (path.ok() && name_ok && limits_ok));
+  FUZZ_CHECK(ValidateResourceLimits(request.limits()).ok() == limits_ok);
   if (!wanted.ok()) {
     FUZZ_CHECK(wanted.status().code() == absl::StatusCode::kInvalidArgument);
     FUZZ_CHECK(!wanted.status().message().empty());
@@ -48,6 +85,11 @@ void CheckCreate(const v1::CreateEnvironmentRequest& request) {
   } else {
     FUZZ_CHECK(wanted->name == request.name());
   }
+  // The limits are kept as requested, zeros included: the agent fills those in.
+  FUZZ_CHECK(SameLimits(wanted->limits, request.limits()));
+  // With the defaults of a 4-CPU, 8 GiB VM and of a machine whose memory is unknown.
+  CheckResolvedLimits(wanted->limits, RecommendedResourceDefaults(int64_t{8} << 30));
+  CheckResolvedLimits(wanted->limits, RecommendedResourceDefaults(0));
   // What Create checks next, as it checks it.
   CheckPlacementAgainstPlan(wanted->project_path, AgentPaths(), wanted->name);
 }
