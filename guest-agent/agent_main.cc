@@ -2,17 +2,23 @@
 // socket. Runs as root inside the VM.
 
 #include <errno.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
+#include <grpcpp/support/server_interceptor.h>
 #include <pwd.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <condition_variable>
 #include <cstdio>
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
+#include <future>
+#include <mutex>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -20,17 +26,80 @@
 #include "cgroup.h"
 #include "environment_manager.h"
 #include "environment_store.h"
+#include "exec_session.h"
 #include "fault_injection.h"
 #include "fork_server.h"
 #include "log.h"
 #include "posix_error.h"
 #include "process_title.h"
-#include "socket_gate.h"
 #include "project_path.h"
+#include "socket_gate.h"
 
 namespace llima {
 namespace {
 
+// Limits on what clients can make the agent hold (besides --max-connections, --max-exec-calls
+// and --exec-start-timeout). A request larger than this is refused with RESOURCE_EXHAUSTED
+// before it is parsed; stdin arrives in chunks of 64 KiB from llima-box.
+constexpr int kMaxRequestBytes = 1 << 20;
+// Threads for unary calls (create, get, list, delete, info, health check); past them a call is
+// refused with RESOURCE_EXHAUSTED ("Server Threadpool Exhausted").
+constexpr int kMaxUnaryThreads = 128;
+// HTTP/2 streams one connection may have open beyond --max-exec-calls, so that a single client
+// meets the Exec limit as RESOURCE_EXHAUSTED before HTTP/2 makes its calls wait.
+constexpr int kStreamsBeyondExecCalls = 128;
+// On SIGTERM: how long calls in flight may take to finish before they are cancelled; the agent
+// exits at most a second later.
+constexpr absl::Duration kStopGrace = absl::Seconds(5);
+// How long attached processes get to end (SIGHUP, SIGKILL after 2 s) before the agent exits.
+constexpr absl::Duration kStopSessionsGrace = absl::Seconds(3);
+
+// Counts the calls in flight that a stop waits for, so that it can then close idle connections
+// instead of waiting for their clients: every call but the health service's Watch, which lasts
+// until the server shuts down.
+class CallTracker : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    if (absl::string_view(info->method()) == "/grpc.health.v1.Health/Watch") return nullptr;
+    return new Counted(*this);
+  }
+
+  // True once no such call is in flight; false if `deadline` came first.
+  bool WaitUntilNone(absl::Time deadline) {
+    std::unique_lock lock(mu_);
+    while (in_flight_ > 0) {
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return false;
+      none_.wait_for(lock, absl::ToChronoMilliseconds(left) + std::chrono::milliseconds(1));
+    }
+    return true;
+  }
+
+ private:
+  // Lives as long as its call.
+  class Counted : public grpc::experimental::Interceptor {
+   public:
+    explicit Counted(CallTracker& tracker) : tracker_(tracker) {
+      std::lock_guard lock(tracker_.mu_);
+      ++tracker_.in_flight_;
+    }
+    ~Counted() override {
+      std::lock_guard lock(tracker_.mu_);
+      if (--tracker_.in_flight_ == 0) tracker_.none_.notify_all();
+    }
+    void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+      methods->Proceed();
+    }
+
+   private:
+    CallTracker& tracker_;
+  };
+
+  std::mutex mu_;
+  std::condition_variable none_;
+  int in_flight_ = 0;
+};
 
 absl::StatusOr<uid_t> ResolveUser(const std::string& user) {
   uid_t uid;
@@ -91,6 +160,29 @@ int Run(int argc, char** argv) {
   app.add_option("--cgroup-name", cgroup_name,
                  "Directory under the cgroup v2 root that holds the environments' cgroups")
       ->capture_default_str();
+  int max_connections = 256;
+  int max_exec_calls = 1024;
+  double exec_start_timeout = 30;
+  double max_connection_idle = 300;
+  app.add_option("--max-connections", max_connections,
+                 "Client connections open at once; more are closed when accepted")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--max-exec-calls", max_exec_calls,
+                 "Exec calls at once (detached processes whose client has gone included); more "
+                 "are refused with RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--exec-start-timeout", exec_start_timeout,
+                 "Seconds an Exec call may take to send its start message")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 86400.0));
+  // A connection without a call for this long is closed (GOAWAY; gRPC clients reconnect by
+  // themselves), so that clients that connect and do nothing give their place back.
+  app.add_option("--max-connection-idle", max_connection_idle,
+                 "Seconds a connection may go without a call before the agent closes it")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 86400.0));
   app.set_version_flag("--version", kAgentVersion);
   CLI11_PARSE(app, argc, argv);
 
@@ -158,21 +250,41 @@ int Run(int argc, char** argv) {
     fprintf(stderr, "llima-agent: %s\n", std::string(gate.status().message()).c_str());
     return 1;
   }
+  ConfigureExecSessions({.max_sessions = max_exec_calls,
+                         .start_timeout = absl::Milliseconds(exec_start_timeout * 1000)});
   AgentServiceImpl service(environments, **fork_server);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  grpc::ResourceQuota quota("llima-agent");
+  quota.SetMaxThreads(kMaxUnaryThreads);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             max_exec_calls + kStreamsBeyondExecCalls);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(max_connection_idle * 1000));
+  auto* calls = new CallTracker();
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.emplace_back(calls);
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   // No listening port: the gate accepts connections and hands over those it lets in.
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
     fprintf(stderr, "llima-agent: cannot start the gRPC server\n");
     return 1;
   }
-  (*gate)->Serve(server.get(), [&environments](dev_t dev, ino_t ino) {
-    return environments.IsEnvironmentMountNamespace(dev, ino);
-  });
+  (*gate)->Serve(
+      server.get(),
+      [&environments](dev_t dev, ino_t ino) {
+        return environments.IsEnvironmentMountNamespace(dev, ino);
+      },
+      max_connections);
   LogEvent(absl::StrCat("serving on ", socket_path, " (owner uid ", *owner, "), state in ",
-                        state_dir, ", version ", kAgentVersion));
+                        state_dir, ", version ", kAgentVersion, "; at most ", max_connections,
+                        " connections and ", max_exec_calls, " Exec calls"));
 
   int exit_code = 0;
   for (;;) {
@@ -190,9 +302,44 @@ int Run(int argc, char** argv) {
       break;
     }
   }
+
+  // The stop: no new connections, no new calls; unary calls in flight finish; Exec calls end
+  // with UNAVAILABLE, their attached processes treated as after a client disconnect, detached
+  // ones left running. Environments are not touched: the next start re-adopts them.
+  absl::Time stop_started = absl::Now();
   (*gate)->Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  unlink(socket_path.c_str());
+  StopExecSessions();
+  // Shutdown refuses new calls at once and waits for those in flight until its deadline, then
+  // cancels them; it returns once every connection has closed and every handler has returned.
+  std::promise<void> shut_down;
+  std::thread shutdown([&server, &shut_down] {
+    server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(kStopGrace));
+    shut_down.set_value();
+  });
+  // Exec calls finish at once (their status is sent), unless a client does not read.
+  bool calls_finished = calls->WaitUntilNone(stop_started + kStopGrace);
+  // Idle clients would otherwise keep their connections, and the shutdown, until the deadline.
+  (*gate)->DisconnectAll();
+  // A handler stuck in the kernel would hold the shutdown for good.
+  bool server_stopped = shut_down.get_future().wait_until(
+                            absl::ToChronoTime(stop_started + kStopGrace + absl::Seconds(1))) ==
+                        std::future_status::ready;
+  bool sessions_ended =
+      server_stopped && WaitForExecSessions(std::max(stop_started + kStopSessionsGrace,
+                                                     absl::Now() + absl::Milliseconds(200)));
+  LogEvent(absl::StrCat(
+      "stopped in ", absl::ToInt64Milliseconds(absl::Now() - stop_started), " ms",
+      calls_finished ? "" : "; calls still running at the deadline were cancelled",
+      server_stopped ? "" : "; a call handler did not return",
+      sessions_ended ? "" : absl::StrCat("; ", LiveExecSessions(), " Exec sessions left")));
+  if (sessions_ended) HandOverDetachedOutput();
+  if (!server_stopped || !sessions_ended) {
+    // Their threads still use the server, the environments and the fork server: leave without
+    // tearing those down under them.
+    fflush(stderr);
+    _exit(exit_code);
+  }
+  shutdown.join();
   return exit_code;
 }
 

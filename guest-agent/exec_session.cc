@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -10,7 +11,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <deque>
+#include <system_error>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -22,6 +27,7 @@
 #include "grpc_status.h"
 #include "log.h"
 #include "posix_error.h"
+#include "process_title.h"
 #include "request_validation.h"
 #include "syscalls.h"
 
@@ -36,6 +42,97 @@ constexpr int kDrainAfterExitMs = 100;
 // Grace between SIGHUP and SIGKILL when the client goes away.
 constexpr int kHangupGraceMs = 2000;
 constexpr gid_t kTtyGroup = 5;  // "tty" on Debian and Ubuntu
+
+constexpr char kStoppingMessage[] = "llima-agent is stopping";
+
+// Every session of the process: counted against the limit, and told when the agent stops.
+class SessionRegistry {
+ public:
+  static SessionRegistry& Get() {
+    static SessionRegistry* registry = new SessionRegistry();  // never destroyed: threads use it
+    return *registry;
+  }
+
+  void Configure(const ExecLimits& limits) {
+    std::lock_guard lock(mu_);
+    limits_ = limits;
+  }
+  ExecLimits limits() const {
+    std::lock_guard lock(mu_);
+    return limits_;
+  }
+
+  // Takes a place for a new session, or says why there is none.
+  absl::Status Admit() {
+    std::lock_guard lock(mu_);
+    if (stopping_) return absl::UnavailableError(kStoppingMessage);
+    if (live_ >= limits_.max_sessions) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("llima-agent runs its limit of ", limits_.max_sessions,
+                       " Exec sessions at once (--max-exec-calls); retry once some have ended"));
+    }
+    ++live_;
+    return absl::OkStatus();
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    --live_;
+    idle_.notify_all();
+  }
+
+  void Stop() {
+    stopping_ = true;
+    uint64_t one = 1;
+    (void)!write(stop_.get(), &one, sizeof(one));
+  }
+  bool stopping() const { return stopping_; }
+  // Readable once the agent stops, and from then on (it is never drained).
+  int stop_fd() const { return stop_.get(); }
+
+  bool WaitUntilNone(absl::Time deadline) {
+    std::unique_lock lock(mu_);
+    while (live_ > 0) {
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return false;
+      idle_.wait_for(lock, absl::ToChronoMilliseconds(left) + std::chrono::milliseconds(1));
+    }
+    return true;
+  }
+  int live() const {
+    std::lock_guard lock(mu_);
+    return live_;
+  }
+
+  // Outputs of detached processes still running when their session ended with the stop.
+  void Bequeath(UniqueFd fd) {
+    std::lock_guard lock(mu_);
+    bequeathed_.push_back(std::move(fd));
+  }
+  std::vector<UniqueFd> TakeBequeathed() {
+    std::lock_guard lock(mu_);
+    return std::move(bequeathed_);
+  }
+
+ private:
+  SessionRegistry() : stop_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+  mutable std::mutex mu_;
+  std::condition_variable idle_;
+  ExecLimits limits_;
+  int live_ = 0;
+  std::atomic<bool> stopping_{false};
+  UniqueFd stop_;
+  std::vector<UniqueFd> bequeathed_;
+};
+
+SessionRegistry& Sessions() { return SessionRegistry::Get(); }
+
+// Ends a call refused before a session was made for it.
+class RefusedExecReactor : public grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse> {
+ public:
+  explicit RefusedExecReactor(const absl::Status& why) { Finish(ToGrpcStatus(why)); }
+  void OnDone() override { delete this; }
+};
 
 class ExecSession;
 
@@ -58,10 +155,13 @@ class ExecReactor : public grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResp
 
 class ExecSession : public std::enable_shared_from_this<ExecSession> {
  public:
+  // Holds a place admitted by the registry, given back when the session ends.
   ExecSession(EnvironmentManager& environments, ForkServer& fork_server)
       : environments_(environments),
         fork_server_(fork_server),
+        limits_(Sessions().limits()),
         wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  ~ExecSession() { Sessions().Release(); }
 
   void Attach(ExecReactor* reactor) { reactor_ = reactor; }
 
@@ -112,15 +212,23 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   void EndSession();
   // After a detached exec's client went away: keeps its output flowing nowhere until it exits.
   void KeepDetachedRunning();
+  // At the agent's stop: leaves the output of a detached process that still runs to
+  // HandOverDetachedOutput.
+  void BequeathOutput();
   // Opens a pseudo-terminal in the environment's own devpts, keeps the master and returns the
   // terminal the process gets.
   absl::StatusOr<UniqueFd> OpenTerminal(const LiveEnvironment& env, const v1::TerminalSize& size);
   absl::Status Resize(const v1::TerminalSize& size);
   void Finish(const absl::Status& status);
-  bool WaitForStart(v1::ExecRequest* first);
+  // The first request, or why there is none: the stream ended, the start timeout passed or the
+  // agent is stopping.
+  absl::Status WaitForStart(v1::ExecRequest* first);
+  // Waits for a wake-up, the agent's stop, or `timeout_ms` (-1: no timeout).
+  void Sleep(int timeout_ms);
 
   EnvironmentManager& environments_;
   ForkServer& fork_server_;
+  const ExecLimits limits_;
   ExecReactor* reactor_ = nullptr;  // valid until Finish()
   UniqueFd wake_;
 
@@ -160,30 +268,44 @@ void ExecReactor::OnWriteDone(bool ok) { session_->WriteDone(ok); }
 
 void ExecReactor::OnCancel() { session_->Cancelled(); }
 
-bool ExecSession::WaitForStart(v1::ExecRequest* first) {
+void ExecSession::Sleep(int timeout_ms) {
+  pollfd pfds[2] = {{wake_.get(), POLLIN, 0}, {Sessions().stop_fd(), POLLIN, 0}};
+  poll(pfds, 2, timeout_ms);
+  uint64_t drained;
+  (void)!read(wake_.get(), &drained, sizeof(drained));
+}
+
+absl::Status ExecSession::WaitForStart(v1::ExecRequest* first) {
+  absl::Time deadline = started_at_ + limits_.start_timeout;
   for (;;) {
     {
       std::lock_guard lock(mu_);
       if (!inbox_.empty()) {
         *first = std::move(inbox_.front());
         inbox_.pop_front();
-        return true;
+        return absl::OkStatus();
       }
-      if (read_closed_ || client_gone_) return false;
+      if (read_closed_ || client_gone_) {
+        return absl::InvalidArgumentError("the stream ended before a start message");
+      }
     }
-    pollfd p{wake_.get(), POLLIN, 0};
-    poll(&p, 1, -1);
-    uint64_t drained;
-    (void)!read(wake_.get(), &drained, sizeof(drained));
+    if (Sessions().stopping()) return absl::UnavailableError(kStoppingMessage);
+    absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      // A stream that never starts would otherwise hold its place and thread for good.
+      return absl::DeadlineExceededError(
+          absl::StrCat("no start message within ", absl::FormatDuration(limits_.start_timeout),
+                       ": the first request of an Exec call must carry start"));
+    }
+    Sleep(static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1)))));
   }
 }
 
 void ExecSession::Run() {
+  pthread_setname_np(pthread_self(), "exec-session");
   started_at_ = absl::Now();
   v1::ExecRequest first;
-  if (!WaitForStart(&first)) {
-    return Finish(absl::InvalidArgumentError("the stream ended before a start message"));
-  }
+  if (absl::Status s = WaitForStart(&first); !s.ok()) return Finish(s);
   if (absl::Status s = ValidateFirstExecRequest(first); !s.ok()) return Finish(s);
   if (absl::Status s = Start(first.start()); !s.ok()) return Finish(s);
 
@@ -209,9 +331,20 @@ void ExecSession::Run() {
       writing = write_in_flight_;
       queued = outbox_.size();
     }
-    if (!request_error.ok() || gone) {
-      Finish(gone ? absl::CancelledError("the client went away") : request_error);
+    bool stopping = request_error.ok() && !gone && Sessions().stopping();
+    if (!request_error.ok() || gone || stopping) {
+      if (gone) {
+        Finish(absl::CancelledError("the client went away"));
+      } else if (stopping) {
+        Finish(absl::UnavailableError(
+            absl::StrCat(kStoppingMessage, detached_ ? "; the detached process keeps running"
+                                                     : "; the process is ended as when its "
+                                                       "client goes away")));
+      } else {
+        Finish(request_error);
+      }
       if (detached_ && gone) return KeepDetachedRunning();
+      if (detached_ && stopping) return BequeathOutput();
       if (!wait_status) EndSession();
       return;
     }
@@ -225,6 +358,7 @@ void ExecSession::Run() {
     // Do not read more output than the client has taken: one chunk per stream in flight.
     std::vector<pollfd> pfds;
     pfds.push_back({wake_.get(), POLLIN, 0});
+    pfds.push_back({Sessions().stop_fd(), POLLIN, 0});
     // Once the exit is known its eventfd stays readable: polling it would spin.
     if (!wait_status) pfds.push_back({child_.exit->fd(), POLLIN, 0});
     bool out_blocked = queued >= 2;
@@ -283,11 +417,10 @@ void ExecSession::Run() {
       done = outbox_.empty() && !write_in_flight_;
     }
     if (done) break;
+    // A client that does not take the last messages would hold the stop up.
+    if (Sessions().stopping()) return Finish(absl::UnavailableError(kStoppingMessage));
     SendNext();
-    pollfd p{wake_.get(), POLLIN, 0};
-    poll(&p, 1, -1);
-    uint64_t drained;
-    (void)!read(wake_.get(), &drained, sizeof(drained));
+    Sleep(-1);
   }
   Finish(absl::OkStatus());
 }
@@ -590,8 +723,8 @@ void ExecSession::KeepDetachedRunning() {
   // SIGPIPE or SIGHUP at its next write: drain and discard its output until it exits.
   stdin_.reset();
   std::string discard(kChunkSize, '\0');
-  while (!child_.exit->status() && (stdout_ || stderr_)) {
-    std::vector<pollfd> pfds = {{child_.exit->fd(), POLLIN, 0}};
+  while (!child_.exit->status() && (stdout_ || stderr_) && !Sessions().stopping()) {
+    std::vector<pollfd> pfds = {{child_.exit->fd(), POLLIN, 0}, {Sessions().stop_fd(), POLLIN, 0}};
     if (stdout_) pfds.push_back({stdout_.get(), POLLIN, 0});
     if (stderr_) pfds.push_back({stderr_.get(), POLLIN, 0});
     if (poll(pfds.data(), pfds.size(), -1) < 0 && errno != EINTR) return;
@@ -600,6 +733,15 @@ void ExecSession::KeepDetachedRunning() {
       ssize_t n = read(fd->get(), discard.data(), discard.size());
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) fd->reset();
     }
+  }
+  if (Sessions().stopping()) BequeathOutput();
+}
+
+void ExecSession::BequeathOutput() {
+  if (child_.exit->status()) return;
+  // On a terminal stdout_ is a duplicate of the master: keeping it keeps the terminal.
+  for (UniqueFd* fd : {&stdout_, &stderr_}) {
+    if (*fd) Sessions().Bequeath(std::move(*fd));
   }
 }
 
@@ -616,14 +758,78 @@ void ExecSession::Finish(const absl::Status& status) {
 
 }  // namespace
 
+void ConfigureExecSessions(const ExecLimits& limits) { Sessions().Configure(limits); }
+
 grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* NewExecReactor(
     EnvironmentManager& environments, ForkServer& fork_server) {
+  if (absl::Status admitted = Sessions().Admit(); !admitted.ok()) {
+    LogOperation("exec", "", absl::ZeroDuration(), admitted);
+    return new RefusedExecReactor(admitted);
+  }
   auto session = std::make_shared<ExecSession>(environments, fork_server);
   auto* reactor = new ExecReactor(session);
   session->Attach(reactor);
   reactor->Begin();
-  std::thread([session] { session->Run(); }).detach();
+  try {
+    std::thread([session] { session->Run(); }).detach();
+  } catch (const std::system_error& e) {
+    absl::Status refused = absl::ResourceExhaustedError(
+        absl::StrCat("llima-agent cannot start a thread for the call: ", e.what()));
+    LogOperation("exec", "", absl::ZeroDuration(), refused);
+    reactor->Finish(ToGrpcStatus(refused));
+  }
   return reactor;
+}
+
+void StopExecSessions() { Sessions().Stop(); }
+
+bool WaitForExecSessions(absl::Time deadline) { return Sessions().WaitUntilNone(deadline); }
+
+int LiveExecSessions() { return Sessions().live(); }
+
+void HandOverDetachedOutput() {
+  std::vector<UniqueFd> outputs = Sessions().TakeBequeathed();
+  if (outputs.empty()) return;
+  std::vector<pollfd> pfds;
+  for (const UniqueFd& fd : outputs) pfds.push_back({fd.get(), POLLIN, 0});
+  std::sort(pfds.begin(), pfds.end(), [](const pollfd& a, const pollfd& b) { return a.fd < b.fd; });
+  std::vector<char> discard(kChunkSize);
+  sigset_t no_signals;
+  sigemptyset(&no_signals);
+  pid_t pid = fork();
+  if (pid < 0) {
+    LogEvent(absl::StrCat("cannot keep the output of detached processes flowing: fork: ",
+                          strerror(errno)));
+    return;
+  }
+  if (pid == 0) {
+    // The agent's other threads may hold locks at the fork: only system calls from here (the
+    // title fits in place, without allocating).
+    sigprocmask(SIG_SETMASK, &no_signals, nullptr);
+    SetProcessTitle("llima-drain");
+    unsigned next = 0;
+    for (const pollfd& p : pfds) {
+      if (static_cast<unsigned>(p.fd) > next) close_range(next, p.fd - 1, 0);
+      next = p.fd + 1;
+    }
+    close_range(next, ~0U, 0);
+    size_t open = pfds.size();
+    while (open > 0) {
+      if (poll(pfds.data(), pfds.size(), -1) < 0 && errno != EINTR) break;
+      for (pollfd& p : pfds) {
+        if (p.fd < 0 || p.revents == 0) continue;
+        ssize_t n = read(p.fd, discard.data(), discard.size());
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+          close(p.fd);
+          p.fd = -1;
+          --open;
+        }
+      }
+    }
+    _exit(0);
+  }
+  LogEvent(absl::StrCat("the output of detached processes still running goes to process ", pid,
+                        " (llima-drain), which discards it until they end"));
 }
 
 }  // namespace llima

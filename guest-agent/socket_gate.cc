@@ -59,19 +59,24 @@ absl::StatusOr<std::unique_ptr<SocketGate>> SocketGate::Listen(const std::string
   int bind_errno = errno;
   umask(old_umask);
   if (bound != 0) return PosixError(bind_errno, absl::StrCat("bind ", path));
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return PosixError(errno, absl::StrCat("stat ", path));
   if (chown(path.c_str(), owner, static_cast<gid_t>(-1)) != 0) {
     return PosixError(errno, absl::StrCat("chown ", path));
   }
   if (listen(listener.get(), 128) != 0) return PosixError(errno, absl::StrCat("listen on ", path));
-  return std::unique_ptr<SocketGate>(new SocketGate(std::move(listener)));
+  return std::unique_ptr<SocketGate>(
+      new SocketGate(std::move(listener), path, st.st_dev, st.st_ino));
 }
 
 SocketGate::~SocketGate() { Stop(); }
 
 void SocketGate::Serve(grpc::Server* allowed,
-                       std::function<bool(dev_t, ino_t)> is_environment_mount_ns) {
+                       std::function<bool(dev_t, ino_t)> is_environment_mount_ns,
+                       int max_connections) {
   allowed_ = allowed;
   is_environment_mount_ns_ = std::move(is_environment_mount_ns);
+  max_connections_ = max_connections;
   refusal_ = std::make_unique<RefusingService>();
   grpc::ServerBuilder builder;
   builder.RegisterCallbackGenericService(refusal_.get());
@@ -85,7 +90,30 @@ void SocketGate::Stop() {
   uint64_t one = 1;
   (void)!write(stop_.get(), &one, sizeof(one));
   acceptor_.join();
+  LogRefusals();
+  listener_.reset();
+  // A new agent may already have bound its own socket at the path: leave that one alone.
+  struct stat st;
+  if (lstat(path_.c_str(), &st) == 0 && st.st_dev == path_dev_ && st.st_ino == path_ino_) {
+    unlink(path_.c_str());
+  }
   if (refused_) refused_->Shutdown(std::chrono::system_clock::now());
+}
+
+void SocketGate::DisconnectAll() {
+  if (acceptor_.joinable()) return;  // still accepting: the list is the acceptor's
+  ForgetClosedConnections();
+  // Shut for reading only: gRPC reads the end of the stream and closes the connection itself,
+  // after what it has already written.
+  for (const Connection& c : connections_) shutdown(c.fd, SHUT_RD);
+  connections_.clear();
+}
+
+void SocketGate::ForgetClosedConnections() {
+  std::erase_if(connections_, [](const Connection& c) {
+    struct stat st;
+    return fstat(c.fd, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_ino != c.ino;
+  });
 }
 
 bool SocketGate::PeerIsInsideAnEnvironment(int connection) const {
@@ -110,22 +138,71 @@ bool SocketGate::PeerIsInsideAnEnvironment(int connection) const {
   return is_environment_mount_ns_(ns.st_dev, ns.st_ino);
 }
 
+void SocketGate::NoteRefusal() {
+  ++refusals_unlogged_;
+  if (absl::Now() - last_refusal_log_ >= absl::Seconds(1)) LogRefusals();
+}
+
+void SocketGate::LogRefusals() {
+  if (refusals_unlogged_ == 0) return;
+  LogEvent(absl::StrCat("refused ", refusals_unlogged_,
+                        refusals_unlogged_ == 1 ? " connection" : " connections", ": ",
+                        max_connections_, " are open, the limit (--max-connections)"));
+  refusals_unlogged_ = 0;
+  last_refusal_log_ = absl::Now();
+}
+
+void SocketGate::Admit(UniqueFd connection) {
+  ForgetClosedConnections();
+  if (static_cast<int>(connections_.size()) >= max_connections_) {
+    NoteRefusal();
+    return;  // closed here: the client sees the connection end
+  }
+  struct stat st;
+  if (fstat(connection.get(), &st) != 0) return;
+  connections_.push_back({connection.get(), st.st_ino});
+  if (PeerIsInsideAnEnvironment(connection.get())) {
+    LogEvent("refused a connection from inside an environment");
+    grpc::AddInsecureChannelFromFd(refused_.get(), connection.release());
+  } else {
+    grpc::AddInsecureChannelFromFd(allowed_, connection.release());
+  }
+}
+
 void SocketGate::AcceptLoop() {
   for (;;) {
     pollfd pfds[2] = {{listener_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
-    if (poll(pfds, 2, -1) < 0) {
+    // Refusals not logged yet are logged once the second is over, also if no more come.
+    int timeout = -1;
+    if (refusals_unlogged_ > 0) {
+      absl::Duration left = last_refusal_log_ + absl::Seconds(1) - absl::Now();
+      timeout = static_cast<int>(
+          std::max<int64_t>(0, absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1)))));
+    }
+    int ready = poll(pfds, 2, timeout);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       return;
     }
     if (pfds[1].revents) return;
-    int connection = accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (connection < 0) continue;
-    if (PeerIsInsideAnEnvironment(connection)) {
-      LogEvent("refused a connection from inside an environment");
-      grpc::AddInsecureChannelFromFd(refused_.get(), connection);
-    } else {
-      grpc::AddInsecureChannelFromFd(allowed_, connection);
+    if (ready == 0) {
+      LogRefusals();
+      continue;
     }
+    UniqueFd connection(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!connection) {
+      if (errno == EMFILE || errno == ENFILE) {
+        // Out of descriptors: the connection stays queued and poll would report it again at
+        // once. Pause instead of spinning; closing connections frees descriptors.
+        if (!out_of_descriptors_) LogEvent("cannot accept connections: out of file descriptors");
+        out_of_descriptors_ = true;
+        pollfd stop{stop_.get(), POLLIN, 0};
+        poll(&stop, 1, 100);
+      }
+      continue;
+    }
+    out_of_descriptors_ = false;
+    Admit(std::move(connection));
   }
 }
 
