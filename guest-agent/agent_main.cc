@@ -33,6 +33,7 @@
 #include "posix_error.h"
 #include "process_title.h"
 #include "project_path.h"
+#include "request_validation.h"
 #include "socket_gate.h"
 
 namespace llima {
@@ -160,6 +161,21 @@ int Run(int argc, char** argv) {
   app.add_option("--cgroup-name", cgroup_name,
                  "Directory under the cgroup v2 root that holds the environments' cgroups")
       ->capture_default_str();
+  std::string default_memory_max = absl::StrCat(kDefaultMemoryPercent, "%");
+  std::string default_pids_max = absl::StrCat(kDefaultPidsMax);
+  std::string default_cpu = "max";
+  app.add_option("--default-memory-max", default_memory_max,
+                 "Memory limit of an environment whose create request sets none: bytes with an "
+                 "optional K, M, G or T suffix, a percentage of the machine's memory, or max")
+      ->capture_default_str();
+  app.add_option("--default-pids-max", default_pids_max,
+                 "Processes and threads an environment may have at once when its create request "
+                 "sets no limit, or max")
+      ->capture_default_str();
+  app.add_option("--default-cpu", default_cpu,
+                 "CPU limit of an environment whose create request sets none: CPUs (1.5), "
+                 "millicores (1500m), or max")
+      ->capture_default_str();
   int max_connections = 256;
   int max_exec_calls = 1024;
   double exec_start_timeout = 30;
@@ -205,6 +221,19 @@ int Run(int argc, char** argv) {
     return 2;
   }
 
+  absl::StatusOr<int64_t> default_memory =
+      ParseMemoryLimit(default_memory_max, PhysicalMemoryBytes());
+  absl::StatusOr<int64_t> default_pids = ParsePidsLimit(default_pids_max);
+  absl::StatusOr<int64_t> default_cpu_millicores = ParseCpuLimit(default_cpu);
+  for (const absl::Status& s :
+       {default_memory.status(), default_pids.status(), default_cpu_millicores.status()}) {
+    if (!s.ok()) {
+      fprintf(stderr, "llima-agent: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+  }
+  ResourceDefaults limit_defaults{*default_memory, *default_pids, *default_cpu_millicores};
+
   ConfigureFaultInjection();
 
   // Before any thread exists: the fork server must be a copy of a single-threaded process.
@@ -225,10 +254,12 @@ int Run(int argc, char** argv) {
   if (!cgroups.available()) {
     LogEvent(absl::StrCat("warning: environments run without a cgroup: ",
                           cgroups.unavailable_reason()));
+  } else if (!cgroups.enforcement().detail().empty()) {
+    LogEvent(absl::StrCat("warning: ", cgroups.enforcement().detail()));
   }
   std::string socket_dir = socket_path.substr(0, socket_path.find_last_of('/'));
   EnvironmentManager environments(store, std::move(cgroups), **fork_server,
-                                  {store.state_dir(), socket_dir});
+                                  {store.state_dir(), socket_dir}, limit_defaults);
   environments.Recover();
 
   if (absl::Status s = PrepareSocketDirectory(socket_path); !s.ok()) {

@@ -219,7 +219,7 @@ void AgentProcess::Kill9() {
 
 void AgentProcess::Terminate() {
   if (pid_ < 0) return;
-  // An open connection holds the agent's graceful shutdown until its deadline.
+  // Dropping the client first lets the agent see its connection close at once.
   stub_.reset();
   kill(pid_, SIGTERM);
   waitpid(pid_, nullptr, 0);

@@ -243,6 +243,20 @@ TEST_F(LimitsTest, AgentInfoGivesTheDefaultsAndWhatTheKernelEnforces) {
               info.limits_enforcement().detail().c_str());
 }
 
+TEST_F(LimitsTest, TheDefaultsComeFromTheAgentsFlags) {
+  agent_->Terminate();
+  agent_->Start({"--default-memory-max", "512M", "--default-pids-max", "300", "--default-cpu",
+                 "1.5"});
+  v1::AgentInfo info = Info();
+  EXPECT_EQ(info.default_limits().memory_max_bytes(), 512ll << 20);
+  EXPECT_EQ(info.default_limits().pids_max(), 300);
+  EXPECT_EQ(info.default_limits().cpu_millicores(), 1500);
+  v1::Environment env = CreateOrFail(Project("flags"), Limits(0, 0, 0));
+  ASSERT_FALSE(env.name().empty());
+  EXPECT_EQ(env.limits().ShortDebugString(), info.default_limits().ShortDebugString());
+  ASSERT_TRUE(Delete(env.name()).ok());
+}
+
 TEST_F(LimitsTest, ZerosTakeTheAgentsDefaults) {
   v1::Environment env = CreateOrFail(Project("defaults"), Limits(0, 0, 0));
   ASSERT_FALSE(env.name().empty());
