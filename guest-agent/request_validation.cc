@@ -116,13 +116,20 @@ ResourceDefaults RecommendedResourceDefaults(int64_t physical_memory_bytes) {
   return defaults;
 }
 
+v1::ResourceLimits MakeResourceLimits(int64_t memory_max_bytes, int64_t pids_max,
+                                      int64_t cpu_millicores) {
+  v1::ResourceLimits limits;
+  limits.set_memory_max_bytes(memory_max_bytes);
+  limits.set_pids_max(pids_max);
+  limits.set_cpu_millicores(cpu_millicores);
+  return limits;
+}
+
 v1::ResourceLimits ResolveResourceLimits(const v1::ResourceLimits& requested,
                                          const ResourceDefaults& defaults) {
-  v1::ResourceLimits limits;
-  limits.set_memory_max_bytes(Resolve(requested.memory_max_bytes(), defaults.memory_max_bytes));
-  limits.set_pids_max(Resolve(requested.pids_max(), defaults.pids_max));
-  limits.set_cpu_millicores(Resolve(requested.cpu_millicores(), defaults.cpu_millicores));
-  return limits;
+  return MakeResourceLimits(Resolve(requested.memory_max_bytes(), defaults.memory_max_bytes),
+                            Resolve(requested.pids_max(), defaults.pids_max),
+                            Resolve(requested.cpu_millicores(), defaults.cpu_millicores));
 }
 
 std::string DescribeLimitsMismatch(const v1::ResourceLimits& requested,

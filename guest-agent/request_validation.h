@@ -75,6 +75,10 @@ struct ResourceDefaults {
 // CPU quota (an idle machine's CPUs are all one build's; busy environments share them equally).
 ResourceDefaults RecommendedResourceDefaults(int64_t physical_memory_bytes);
 
+// A ResourceLimits message with these fields.
+v1::ResourceLimits MakeResourceLimits(int64_t memory_max_bytes, int64_t pids_max,
+                                      int64_t cpu_millicores);
+
 // The limits an environment gets: the request's, with `defaults` in place of its zeros. Every
 // field of the result is kNoLimit or within its bounds.
 v1::ResourceLimits ResolveResourceLimits(const v1::ResourceLimits& requested,

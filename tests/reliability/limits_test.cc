@@ -48,14 +48,6 @@ using Clock = std::chrono::steady_clock;
 constexpr uid_t kOwner = 4601;
 constexpr int64_t kMiB = int64_t{1} << 20;
 
-v1::ResourceLimits Limits(int64_t memory, int64_t pids, int64_t cpu) {
-  v1::ResourceLimits limits;
-  limits.set_memory_max_bytes(memory);
-  limits.set_pids_max(pids);
-  limits.set_cpu_millicores(cpu);
-  return limits;
-}
-
 // What this machine's kernel gives cgroup v2, read here independently of the agent.
 LimitControllers KernelControllers() {
   std::optional<std::string> mount = FindCgroup2Mount(ReadFileOrEmpty("/proc/self/mountinfo"));
@@ -198,9 +190,9 @@ class LimitsTest : public ::testing::Test {
 };
 
 TEST_F(LimitsTest, ReportsTheLimitsAndEnforcesEachWhereTheKernelHasItsController) {
-  v1::Environment created = CreateOrFail(Project("limited"), Limits(256 * kMiB, 64, 500));
+  v1::Environment created = CreateOrFail(Project("limited"), MakeResourceLimits(256 * kMiB, 64, 500));
   ASSERT_FALSE(created.name().empty());
-  EXPECT_EQ(created.limits().ShortDebugString(), Limits(256 * kMiB, 64, 500).ShortDebugString());
+  EXPECT_EQ(created.limits().ShortDebugString(), MakeResourceLimits(256 * kMiB, 64, 500).ShortDebugString());
   ExpectEnforcedWhereTheKernelCan(created, "268435456", "64", "50000 100000");
 
   v1::Environment got;
@@ -251,17 +243,17 @@ TEST_F(LimitsTest, TheDefaultsComeFromTheAgentsFlags) {
   EXPECT_EQ(info.default_limits().memory_max_bytes(), 512ll << 20);
   EXPECT_EQ(info.default_limits().pids_max(), 300);
   EXPECT_EQ(info.default_limits().cpu_millicores(), 1500);
-  v1::Environment env = CreateOrFail(Project("flags"), Limits(0, 0, 0));
+  v1::Environment env = CreateOrFail(Project("flags"), MakeResourceLimits(0, 0, 0));
   ASSERT_FALSE(env.name().empty());
   EXPECT_EQ(env.limits().ShortDebugString(), info.default_limits().ShortDebugString());
   ASSERT_TRUE(Delete(env.name()).ok());
 }
 
 TEST_F(LimitsTest, ZerosTakeTheAgentsDefaults) {
-  v1::Environment env = CreateOrFail(Project("defaults"), Limits(0, 0, 0));
+  v1::Environment env = CreateOrFail(Project("defaults"), MakeResourceLimits(0, 0, 0));
   ASSERT_FALSE(env.name().empty());
   EXPECT_EQ(env.limits().ShortDebugString(), Info().default_limits().ShortDebugString());
-  v1::Environment partly = CreateOrFail(Project("partly"), Limits(0, 100, 0));
+  v1::Environment partly = CreateOrFail(Project("partly"), MakeResourceLimits(0, 100, 0));
   EXPECT_EQ(partly.limits().pids_max(), 100);
   EXPECT_EQ(partly.limits().memory_max_bytes(), env.limits().memory_max_bytes());
   ASSERT_TRUE(Delete(env.name()).ok());
@@ -271,10 +263,10 @@ TEST_F(LimitsTest, ZerosTakeTheAgentsDefaults) {
 
 TEST_F(LimitsTest, LimitsOutOfBoundsAreRefusedBeforeAnythingIsMade) {
   v1::Environment env;
-  grpc::Status s = Create(Project("refused"), Limits(0, 3, 0), &env);
+  grpc::Status s = Create(Project("refused"), MakeResourceLimits(0, 3, 0), &env);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("limits.pids_max is 3"));
-  s = Create(Project("refused"), Limits(kMiB, 0, 0), &env);
+  s = Create(Project("refused"), MakeResourceLimits(kMiB, 0, 0), &env);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("limits.memory_max_bytes is 1048576"));
   v1::ListEnvironmentsResponse listed;
@@ -285,22 +277,22 @@ TEST_F(LimitsTest, LimitsOutOfBoundsAreRefusedBeforeAnythingIsMade) {
 
 TEST_F(LimitsTest, OtherLimitsForAnExistingEnvironmentAreRefused) {
   std::string project = Project("fixed");
-  v1::Environment env = CreateOrFail(project, Limits(0, 64, 0));
+  v1::Environment env = CreateOrFail(project, MakeResourceLimits(0, 64, 0));
   ASSERT_FALSE(env.name().empty());
   v1::Environment again;
-  grpc::Status s = Create(project, Limits(0, 128, 0), &again);
+  grpc::Status s = Create(project, MakeResourceLimits(0, 128, 0), &again);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(s.error_message(), HasSubstr("pids_max 128 (it has 64)"));
   // Unset limits (what `llima-box shell` sends) or the same ones: the environment as it is.
-  ASSERT_TRUE(Create(project, Limits(0, 0, 0), &again).ok());
+  ASSERT_TRUE(Create(project, MakeResourceLimits(0, 0, 0), &again).ok());
   EXPECT_EQ(again.limits().pids_max(), 64);
-  ASSERT_TRUE(Create(project, Limits(0, 64, 0), &again).ok());
+  ASSERT_TRUE(Create(project, MakeResourceLimits(0, 64, 0), &again).ok());
   ASSERT_TRUE(Delete(env.name()).ok());
   ExpectNoLeaks();
 }
 
 TEST_F(LimitsTest, LimitsSurviveAnAgentRestartAndAReboot) {
-  v1::ResourceLimits limits = Limits(300 * kMiB, 77, 1500);
+  v1::ResourceLimits limits = MakeResourceLimits(300 * kMiB, 77, 1500);
   v1::Environment created = CreateOrFail(Project("survivor"), limits);
   const std::string name = created.name();
   ASSERT_FALSE(name.empty());
@@ -392,8 +384,8 @@ bool OwnerHasNoProcessesWithin(int ms) {
 TEST_F(LimitsTest, AForkBombDoesNotStopTheAgentOrAnotherEnvironment) {
   constexpr int kPidsMax = 128;     // the environment's limit, where the kernel enforces it
   constexpr int kProcessCap = 200;  // RLIMIT_NPROC of the bomb: the bound everywhere
-  v1::Environment bomb = CreateOrFail(Project("bomb"), Limits(0, kPidsMax, 0));
-  v1::Environment calm = CreateOrFail(Project("calm"), Limits(0, 0, 0));
+  v1::Environment bomb = CreateOrFail(Project("bomb"), MakeResourceLimits(0, kPidsMax, 0));
+  v1::Environment calm = CreateOrFail(Project("calm"), MakeResourceLimits(0, 0, 0));
   ASSERT_FALSE(bomb.name().empty());
   ASSERT_FALSE(calm.name().empty());
   bool pids_enforced = bomb.limits_enforcement().pids();
@@ -459,8 +451,8 @@ TEST_F(LimitsTest, AForkBombDoesNotStopTheAgentOrAnotherEnvironment) {
 TEST_F(LimitsTest, AMemoryHogDoesNotStopTheAgentOrAnotherEnvironment) {
   constexpr int64_t kMemoryMax = 256 * kMiB;     // the environment's limit
   constexpr int64_t kAddressSpace = 768 * kMiB;  // RLIMIT_AS of the hog: the bound everywhere
-  v1::Environment hog = CreateOrFail(Project("hog"), Limits(kMemoryMax, 0, 0));
-  v1::Environment calm = CreateOrFail(Project("calm"), Limits(0, 0, 0));
+  v1::Environment hog = CreateOrFail(Project("hog"), MakeResourceLimits(kMemoryMax, 0, 0));
+  v1::Environment calm = CreateOrFail(Project("calm"), MakeResourceLimits(0, 0, 0));
   ASSERT_FALSE(hog.name().empty());
   ASSERT_FALSE(calm.name().empty());
   bool memory_enforced = hog.limits_enforcement().memory();

@@ -18,6 +18,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "request_validation.h"
 
 namespace llima {
 namespace {
@@ -139,31 +140,23 @@ TEST(ListControllers, NamesThemInAFixedOrder) {
 
 // --- limit values -----------------------------------------------------------------------------
 
-v1::ResourceLimits Limits(int64_t memory, int64_t pids, int64_t cpu) {
-  v1::ResourceLimits limits;
-  limits.set_memory_max_bytes(memory);
-  limits.set_pids_max(pids);
-  limits.set_cpu_millicores(cpu);
-  return limits;
-}
-
 TEST(CgroupLimitValuesFor, WritesNumbersAndTurnsOffSwapUnderAMemoryLimit) {
-  CgroupLimitValues values = CgroupLimitValuesFor(Limits(256 << 20, 64, 1500));
+  CgroupLimitValues values = CgroupLimitValuesFor(MakeResourceLimits(256 << 20, 64, 1500));
   EXPECT_EQ(values.memory_max, "268435456");
   EXPECT_EQ(values.memory_swap_max, "0");
   EXPECT_EQ(values.pids_max, "64");
   EXPECT_EQ(values.cpu_max, "150000 100000");
-  EXPECT_EQ(CgroupLimitValuesFor(Limits(-1, -1, 10)).cpu_max, "1000 100000");
+  EXPECT_EQ(CgroupLimitValuesFor(MakeResourceLimits(-1, -1, 10)).cpu_max, "1000 100000");
 }
 
 TEST(CgroupLimitValuesFor, NoLimitIsMax) {
-  CgroupLimitValues values = CgroupLimitValuesFor(Limits(-1, -1, -1));
+  CgroupLimitValues values = CgroupLimitValuesFor(MakeResourceLimits(-1, -1, -1));
   EXPECT_EQ(values.memory_max, "max");
   EXPECT_EQ(values.memory_swap_max, "max");
   EXPECT_EQ(values.pids_max, "max");
   EXPECT_EQ(values.cpu_max, "max 100000");
   // Zeros never reach the kernel as limits: memory.max 0 would kill everything.
-  EXPECT_EQ(CgroupLimitValuesFor(Limits(0, 0, 0)).memory_max, "max");
+  EXPECT_EQ(CgroupLimitValuesFor(MakeResourceLimits(0, 0, 0)).memory_max, "max");
 }
 
 v1::LimitsEnforcement Enforced(bool memory, bool pids, bool cpu) {
@@ -273,7 +266,7 @@ TEST_F(FakeCgroupTree, WritesTheLimitsIntoTheEnvironmentsCgroup) {
   MakeCgroup("llima-box/app-1a2b", "cpu memory pids\n");
   ASSERT_TRUE(tree.Create("app-1a2b").ok());
   absl::StatusOr<v1::LimitsEnforcement> enforced =
-      tree.ApplyLimits("app-1a2b", Limits(256 << 20, 64, 1500));
+      tree.ApplyLimits("app-1a2b", MakeResourceLimits(256 << 20, 64, 1500));
   ASSERT_TRUE(enforced.ok()) << enforced.status();
   EXPECT_TRUE(enforced->memory() && enforced->pids() && enforced->cpu());
   EXPECT_EQ(enforced->detail(), "");
@@ -283,7 +276,7 @@ TEST_F(FakeCgroupTree, WritesTheLimitsIntoTheEnvironmentsCgroup) {
   EXPECT_EQ(Read("llima-box/app-1a2b/cpu.max"), "150000 100000");
 
   // Applied again (an adopt after an agent restart), unlimited this time.
-  ASSERT_TRUE(tree.ApplyLimits("app-1a2b", Limits(-1, -1, -1)).ok());
+  ASSERT_TRUE(tree.ApplyLimits("app-1a2b", MakeResourceLimits(-1, -1, -1)).ok());
   EXPECT_EQ(Read("llima-box/app-1a2b/memory.max"), "max");
   EXPECT_EQ(Read("llima-box/app-1a2b/cpu.max"), "max 100000");
 }
@@ -294,7 +287,7 @@ TEST_F(FakeCgroupTree, LeavesSwapAloneWhereTheKernelDoesNotAccountIt) {
   CgroupTree tree = CgroupTree::Prepare(mount_, "llima-box");
   MakeCgroup("llima-box/app-1a2b", "cpu memory pids\n");
   ASSERT_EQ(unlink(Path("llima-box/app-1a2b/memory.swap.max").c_str()), 0);
-  ASSERT_TRUE(tree.ApplyLimits("app-1a2b", Limits(256 << 20, 64, 1500)).ok());
+  ASSERT_TRUE(tree.ApplyLimits("app-1a2b", MakeResourceLimits(256 << 20, 64, 1500)).ok());
   EXPECT_EQ(Read("llima-box/app-1a2b/memory.max"), "268435456");
   EXPECT_FALSE(Exists("llima-box/app-1a2b/memory.swap.max"));
 }
@@ -313,7 +306,7 @@ TEST_F(FakeCgroupTree, AHybridLayoutEnforcesNothingAndSaysWhy) {
 
   MakeCgroup("llima-box/app-1a2b", "");
   absl::StatusOr<v1::LimitsEnforcement> enforced =
-      tree.ApplyLimits("app-1a2b", Limits(256 << 20, 64, 1500));
+      tree.ApplyLimits("app-1a2b", MakeResourceLimits(256 << 20, 64, 1500));
   ASSERT_TRUE(enforced.ok()) << enforced.status();
   EXPECT_FALSE(enforced->memory() || enforced->pids() || enforced->cpu());
   EXPECT_EQ(enforced->detail(), tree.enforcement().detail());
@@ -341,7 +334,7 @@ TEST_F(FakeCgroupTree, EnforcesWhatTheKernelHasAndNamesWhatItLacks) {
             "cpu limit not enforced: this kernel's cgroup v2 has no cpu controller");
   MakeCgroup("llima-box/app-1a2b", "memory pids\n");
   absl::StatusOr<v1::LimitsEnforcement> enforced =
-      tree.ApplyLimits("app-1a2b", Limits(256 << 20, 64, 1500));
+      tree.ApplyLimits("app-1a2b", MakeResourceLimits(256 << 20, 64, 1500));
   ASSERT_TRUE(enforced.ok()) << enforced.status();
   EXPECT_TRUE(enforced->memory() && enforced->pids());
   EXPECT_FALSE(enforced->cpu());
@@ -357,7 +350,7 @@ TEST_F(FakeCgroupTree, AControllerMissingFromTheEnvironmentsCgroupIsNotEnforced)
   CgroupTree tree = CgroupTree::Prepare(mount_, "llima-box");
   MakeCgroup("llima-box/app-1a2b", "memory pids\n");  // cpu disabled since
   absl::StatusOr<v1::LimitsEnforcement> enforced =
-      tree.ApplyLimits("app-1a2b", Limits(-1, 4096, 1500));
+      tree.ApplyLimits("app-1a2b", MakeResourceLimits(-1, 4096, 1500));
   ASSERT_TRUE(enforced.ok()) << enforced.status();
   EXPECT_FALSE(enforced->cpu());
   EXPECT_EQ(enforced->detail(), "cpu limit not enforced: " + mount_ +
@@ -373,7 +366,7 @@ TEST_F(FakeCgroupTree, AValueTheKernelRefusesIsAnError) {
   ASSERT_EQ(unlink(Path("llima-box/app-1a2b/pids.max").c_str()), 0);
   ASSERT_EQ(mkdir(Path("llima-box/app-1a2b/pids.max").c_str(), 0755), 0);
   absl::StatusOr<v1::LimitsEnforcement> enforced =
-      tree.ApplyLimits("app-1a2b", Limits(256 << 20, 64, 1500));
+      tree.ApplyLimits("app-1a2b", MakeResourceLimits(256 << 20, 64, 1500));
   EXPECT_FALSE(enforced.ok());
   EXPECT_THAT(enforced.status().message(), HasSubstr("/llima-box/app-1a2b/pids.max"));
 }
@@ -382,7 +375,7 @@ TEST_F(FakeCgroupTree, WithoutTheMountThereAreNoCgroupsAndNoLimits) {
   CgroupTree tree = CgroupTree::Prepare(mount_ + "/absent", "llima-box");
   EXPECT_FALSE(tree.available());
   EXPECT_THAT(tree.enforcement().detail(), HasSubstr("limits not enforced: create " + mount_));
-  absl::StatusOr<v1::LimitsEnforcement> enforced = tree.ApplyLimits("app-1a2b", Limits(-1, 64, -1));
+  absl::StatusOr<v1::LimitsEnforcement> enforced = tree.ApplyLimits("app-1a2b", MakeResourceLimits(-1, 64, -1));
   ASSERT_TRUE(enforced.ok());
   EXPECT_FALSE(enforced->pids());
   EXPECT_EQ(enforced->detail(), tree.enforcement().detail());

@@ -383,20 +383,12 @@ TEST(ValidateDeleteEnvironment, AcceptsOnlyEnvironmentNames) {
 
 // --- Resource limits --------------------------------------------------------------------------
 
-v1::ResourceLimits Limits(int64_t memory, int64_t pids, int64_t cpu) {
-  v1::ResourceLimits limits;
-  limits.set_memory_max_bytes(memory);
-  limits.set_pids_max(pids);
-  limits.set_cpu_millicores(cpu);
-  return limits;
-}
-
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int64_t kGiB = int64_t{1} << 30;
 
 TEST(ValidateCreateEnvironment, KeepsTheRequestedLimitsAsGiven) {
   v1::CreateEnvironmentRequest request = CreateRequest("/home/alice/proj");
-  *request.mutable_limits() = Limits(512 * kMiB, -1, 0);
+  *request.mutable_limits() = MakeResourceLimits(512 * kMiB, -1, 0);
   absl::StatusOr<EnvironmentToCreate> wanted = ValidateCreateEnvironment(request);
   ASSERT_TRUE(wanted.ok()) << wanted.status();
   EXPECT_EQ(wanted->limits.memory_max_bytes(), 512 * kMiB);
@@ -406,7 +398,7 @@ TEST(ValidateCreateEnvironment, KeepsTheRequestedLimitsAsGiven) {
 
 TEST(ValidateCreateEnvironment, RejectsLimitsOutOfBounds) {
   v1::CreateEnvironmentRequest request = CreateRequest("/home/alice/proj");
-  *request.mutable_limits() = Limits(0, 7, 0);
+  *request.mutable_limits() = MakeResourceLimits(0, 7, 0);
   absl::StatusOr<EnvironmentToCreate> wanted = ValidateCreateEnvironment(request);
   EXPECT_EQ(wanted.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(wanted.status().message(),
@@ -415,8 +407,8 @@ TEST(ValidateCreateEnvironment, RejectsLimitsOutOfBounds) {
 
 TEST(ValidateResourceLimits, AcceptsDefaultNoLimitAndTheBounds) {
   for (const v1::ResourceLimits& limits :
-       {Limits(0, 0, 0), Limits(-1, -1, -1), Limits(16 * kMiB, 8, 10),
-        Limits(INT64_MAX, 4194304, 1000000), Limits(6 * kGiB, 4096, 1500)}) {
+       {MakeResourceLimits(0, 0, 0), MakeResourceLimits(-1, -1, -1), MakeResourceLimits(16 * kMiB, 8, 10),
+        MakeResourceLimits(INT64_MAX, 4194304, 1000000), MakeResourceLimits(6 * kGiB, 4096, 1500)}) {
     EXPECT_TRUE(ValidateResourceLimits(limits).ok()) << limits.ShortDebugString();
   }
 }
@@ -427,14 +419,14 @@ TEST(ValidateResourceLimits, RejectsEachFieldJustOutsideItsBounds) {
     const char* message;
   };
   for (const Case& c : std::vector<Case>{
-           {Limits(16 * kMiB - 1, 0, 0), "limits.memory_max_bytes is 16777215"},
-           {Limits(-2, 0, 0), "limits.memory_max_bytes is -2"},
-           {Limits(INT64_MIN, 0, 0), "limits.memory_max_bytes"},
-           {Limits(0, 4194305, 0), "limits.pids_max is 4194305"},
-           {Limits(0, -2, 0), "limits.pids_max is -2"},
-           {Limits(0, 0, 9), "limits.cpu_millicores is 9"},
-           {Limits(0, 0, 1000001), "limits.cpu_millicores is 1000001"},
-           {Limits(0, 0, -7), "limits.cpu_millicores is -7"},
+           {MakeResourceLimits(16 * kMiB - 1, 0, 0), "limits.memory_max_bytes is 16777215"},
+           {MakeResourceLimits(-2, 0, 0), "limits.memory_max_bytes is -2"},
+           {MakeResourceLimits(INT64_MIN, 0, 0), "limits.memory_max_bytes"},
+           {MakeResourceLimits(0, 4194305, 0), "limits.pids_max is 4194305"},
+           {MakeResourceLimits(0, -2, 0), "limits.pids_max is -2"},
+           {MakeResourceLimits(0, 0, 9), "limits.cpu_millicores is 9"},
+           {MakeResourceLimits(0, 0, 1000001), "limits.cpu_millicores is 1000001"},
+           {MakeResourceLimits(0, 0, -7), "limits.cpu_millicores is -7"},
        }) {
     absl::Status status = ValidateResourceLimits(c.limits);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.limits.ShortDebugString();
@@ -444,16 +436,16 @@ TEST(ValidateResourceLimits, RejectsEachFieldJustOutsideItsBounds) {
 
 TEST(ResolveResourceLimits, TakesTheDefaultsForZerosAndKeepsTheRest) {
   ResourceDefaults defaults{6 * kGiB, 4096, kNoLimit};
-  v1::ResourceLimits all_default = ResolveResourceLimits(Limits(0, 0, 0), defaults);
-  EXPECT_EQ(all_default.ShortDebugString(), Limits(6 * kGiB, 4096, -1).ShortDebugString());
-  v1::ResourceLimits own = ResolveResourceLimits(Limits(-1, 64, 500), defaults);
-  EXPECT_EQ(own.ShortDebugString(), Limits(-1, 64, 500).ShortDebugString());
+  v1::ResourceLimits all_default = ResolveResourceLimits(MakeResourceLimits(0, 0, 0), defaults);
+  EXPECT_EQ(all_default.ShortDebugString(), MakeResourceLimits(6 * kGiB, 4096, -1).ShortDebugString());
+  v1::ResourceLimits own = ResolveResourceLimits(MakeResourceLimits(-1, 64, 500), defaults);
+  EXPECT_EQ(own.ShortDebugString(), MakeResourceLimits(-1, 64, 500).ShortDebugString());
 }
 
 TEST(ResolveResourceLimits, NeverLeavesAZero) {
   // A default of 0 (a mistake) must not become memory.max 0, which would kill everything.
-  v1::ResourceLimits resolved = ResolveResourceLimits(Limits(0, 0, 0), ResourceDefaults{0, 0, 0});
-  EXPECT_EQ(resolved.ShortDebugString(), Limits(-1, -1, -1).ShortDebugString());
+  v1::ResourceLimits resolved = ResolveResourceLimits(MakeResourceLimits(0, 0, 0), ResourceDefaults{0, 0, 0});
+  EXPECT_EQ(resolved.ShortDebugString(), MakeResourceLimits(-1, -1, -1).ShortDebugString());
 }
 
 TEST(RecommendedResourceDefaults, ThreeQuartersOfMemoryFourThousandPidsAndNoCpuQuota) {
@@ -468,10 +460,10 @@ TEST(RecommendedResourceDefaults, ThreeQuartersOfMemoryFourThousandPidsAndNoCpuQ
 }
 
 TEST(DescribeLimitsMismatch, OnlyLimitsTheRequestSetsMustMatch) {
-  v1::ResourceLimits existing = Limits(6 * kGiB, 4096, -1);
-  EXPECT_EQ(DescribeLimitsMismatch(Limits(0, 0, 0), existing), "");
-  EXPECT_EQ(DescribeLimitsMismatch(Limits(6 * kGiB, 4096, -1), existing), "");
-  EXPECT_EQ(DescribeLimitsMismatch(Limits(0, 64, 1000), existing),
+  v1::ResourceLimits existing = MakeResourceLimits(6 * kGiB, 4096, -1);
+  EXPECT_EQ(DescribeLimitsMismatch(MakeResourceLimits(0, 0, 0), existing), "");
+  EXPECT_EQ(DescribeLimitsMismatch(MakeResourceLimits(6 * kGiB, 4096, -1), existing), "");
+  EXPECT_EQ(DescribeLimitsMismatch(MakeResourceLimits(0, 64, 1000), existing),
             "pids_max 64 (it has 4096), cpu_millicores 1000 (it has -1)");
 }
 
