@@ -8,7 +8,6 @@
 #include <poll.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -16,6 +15,7 @@
 
 #include "absl/strings/numbers.h"
 #include "agent_harness.h"
+#include "latency_stats.h"
 
 namespace llima::testing {
 namespace {
@@ -36,10 +36,9 @@ bool Measure(PtyProcess& pty, int count, std::vector<double>* micros) {
   return true;
 }
 
-void Print(const char* what, std::vector<double> us) {
-  std::sort(us.begin(), us.end());
-  auto at = [&](double q) { return us[std::min(us.size() - 1, static_cast<size_t>(q * us.size()))]; };
-  printf("%-40s %6zu %10.0f %10.0f %10.0f\n", what, us.size(), at(0.5), at(0.99), us.front());
+void Print(const char* what, const std::vector<double>& us) {
+  printf("%-40s %6zu %10.0f %10.0f %10.0f\n", what, us.size(), llima::bench::Median(us),
+         llima::bench::Percentile(us, 0.99), llima::bench::Minimum(us));
 }
 
 int Main(int argc, char** argv) {

@@ -5,48 +5,9 @@
 #   sudo tests/security/compare-baseline.sh DIR_WITH_THE_ORIGINAL_SCRIPTS [ESCAPE_TEST_BINARY]
 #
 # The original scripts bind the real /etc, /var and /dev read-write and run attempts as root, so
-# they are run in a throwaway world: new mount and pid namespaces whose root is an overlay of /
-# on a tmpfs. Whatever the attempts write or kill stays there and vanishes with the namespaces.
+# they are run in a throwaway world (tests/throwaway-world.sh): whatever the attempts write or
+# kill stays there and vanishes with it.
 set -euo pipefail
-
-if [ "${1:-}" = "--inside" ]; then
-  shift
-  scripts=$1 test_bin=$2 work=$3
-  mount -t tmpfs llima-baseline "$work"
-  mkdir "$work/upper" "$work/work" "$work/root"
-  mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/work" "$work/root"
-  root=$work/root
-  mount --rbind /dev "$root/dev"
-  mount --rbind /sys "$root/sys"
-  mount -t proc proc "$root/proc"
-  mount -t tmpfs tmpfs "$root/tmp"
-  mount -t tmpfs tmpfs "$root/run"
-  install -m 0755 "$scripts/create-namespace.sh" "$scripts/sandbox.sh" "$root/usr/local/bin/"
-  cp "$test_bin" "$root/usr/local/bin/escape_test"
-  # pivot_root, not chroot: namespaces the scripts create must have the overlay as their root,
-  # or nsenter would put their shells on the real root filesystem.
-  cd "$root"
-  mkdir .old-root
-  pivot_root . .old-root
-  umount -l /.old-root
-  rmdir /.old-root
-  cd /
-  # Two projects, their environments, a process in the other one; then the suite. It runs in
-  # a subshell, not in pid 1: an attempt that ptraces "init" stops this namespace's pid 1, which
-  # the subshell resumes at the end so that it can reap and exit.
-  exec /bin/bash -eu -c '(
-    mkdir -p /srv/projects/mine /srv/projects/other /home/mine /home/other
-    touch /home/mine/namespace.mnt /home/other/namespace.mnt
-    echo s3cret > /srv/projects/other/secret
-    create-namespace.sh mine /srv/projects/mine >/dev/null 2>&1
-    create-namespace.sh other /srv/projects/other >/dev/null 2>&1
-    sandbox.sh other /srv/projects/other sh -c "sleep 940 >/dev/null 2>&1 &"
-    printf "#!/bin/sh\nexec sandbox.sh mine /srv/projects/mine \"\$@\"\n" > /usr/local/bin/run-in-mine
-    chmod 0755 /usr/local/bin/run-in-mine
-    LLIMA_ESCAPE_RUNNER=/usr/local/bin/run-in-mine LLIMA_ESCAPE_OTHER_PROJECT=/srv/projects/other \
-      escape_test --gtest_filter="FromInside/*" || true
-    kill -CONT 1)'
-fi
 
 if [ "$#" -lt 1 ] || [ "$(id -u)" -ne 0 ]; then
   echo "usage: sudo $0 DIR_WITH_create-namespace.sh_AND_sandbox.sh [ESCAPE_TEST_BINARY]" >&2
@@ -58,15 +19,29 @@ for f in "$scripts/create-namespace.sh" "$scripts/sandbox.sh" "$test_bin"; do
   [ -f "$f" ] || { echo "$0: $f not found" >&2; exit 2; }
 done
 
-work=$(mktemp -d /tmp/llima-baseline.XXXXXX)
-ours=$work.ours
-theirs=$work.theirs
-trap 'rm -rf "$work" "$ours" "$theirs"' EXIT
+ours=$(mktemp /tmp/llima-baseline.XXXXXX)
+theirs=$(mktemp /tmp/llima-baseline.XXXXXX)
+trap 'rm -f "$ours" "$theirs"' EXIT
 fail() { echo "$0: $1" >&2; cat "$2" >&2; exit 1; }
 
 "$test_bin" --gtest_filter="FromInside/*" >"$ours" 2>&1 || true
-timeout 600 unshare --mount --pid --fork --propagation private -- \
-  bash "$0" --inside "$scripts" "$test_bin" "$work" >"$theirs" 2>&1 \
+# Two projects, their environments, a process in the other one; then the suite. It runs in a
+# subshell, not in pid 1: an attempt that ptraces "init" stops the world's pid 1, which the
+# subshell resumes at the end so that it can reap and exit.
+timeout 600 "$(dirname "$0")/../throwaway-world.sh" \
+  --install "$scripts/create-namespace.sh" --install "$scripts/sandbox.sh" \
+  --install "$test_bin:escape_test" -- /bin/bash -eu -c '(
+    mkdir -p /srv/projects/mine /srv/projects/other /home/mine /home/other
+    touch /home/mine/namespace.mnt /home/other/namespace.mnt
+    echo s3cret > /srv/projects/other/secret
+    create-namespace.sh mine /srv/projects/mine >/dev/null 2>&1
+    create-namespace.sh other /srv/projects/other >/dev/null 2>&1
+    sandbox.sh other /srv/projects/other sh -c "sleep 940 >/dev/null 2>&1 &"
+    printf "#!/bin/sh\nexec sandbox.sh mine /srv/projects/mine \"\$@\"\n" > /usr/local/bin/run-in-mine
+    chmod 0755 /usr/local/bin/run-in-mine
+    LLIMA_ESCAPE_RUNNER=/usr/local/bin/run-in-mine LLIMA_ESCAPE_OTHER_PROJECT=/srv/projects/other \
+      escape_test --gtest_filter="FromInside/*" || true
+    kill -CONT 1)' >"$theirs" 2>&1 \
   || fail "setting up the original scripts failed:" "$theirs"
 
 # "[       OK ] FromInside/EscapeTest.Fails/<case> (N ms)" means the attempt failed as expected.

@@ -1,0 +1,98 @@
+#include "machine.h"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "read_file.h"
+
+namespace llima::bench {
+namespace {
+
+// The value of a "Key:   value unit" line of a /proc file, "" when absent.
+std::string ProcField(const std::string& file, absl::string_view key) {
+  for (absl::string_view line : absl::StrSplit(ReadFileOrEmpty(file), '\n')) {
+    if (!absl::ConsumePrefix(&line, key)) continue;
+    line = absl::StripLeadingAsciiWhitespace(line);  // /proc/cpuinfo pads keys with tabs
+    if (absl::ConsumePrefix(&line, ":")) return std::string(absl::StripAsciiWhitespace(line));
+  }
+  return "";
+}
+
+// A "NNN kB" field in bytes, -1 when absent.
+int64_t KilobyteField(const std::string& file, absl::string_view key) {
+  std::string value = ProcField(file, key);
+  int64_t kb;
+  if (!absl::SimpleAtoi(absl::StripSuffix(value, " kB"), &kb)) return -1;
+  return kb * 1024;
+}
+
+// The "cpu" line of /proc/stat: user nice system idle iowait irq softirq steal ...
+void ReadCpuTimes(uint64_t* steal, uint64_t* total) {
+  *steal = *total = 0;
+  std::istringstream stat(ReadFileOrEmpty("/proc/stat"));
+  std::string cpu;
+  stat >> cpu;
+  for (int i = 0; i < 8; ++i) {
+    uint64_t ticks = 0;
+    stat >> ticks;
+    *total += ticks;
+    if (i == 7) *steal = ticks;
+  }
+}
+
+}  // namespace
+
+std::string DescribeMachine() {
+  std::string cpu = ProcField("/proc/cpuinfo", "model name");
+  if (cpu.empty()) cpu = "unknown CPU";
+  utsname u{};
+  uname(&u);
+  int64_t memory = KilobyteField("/proc/meminfo", "MemTotal");
+  return absl::StrFormat("%s, %ld cores, %.1f GiB, Linux %s", cpu, sysconf(_SC_NPROCESSORS_ONLN),
+                         static_cast<double>(memory) / (1 << 30), u.release);
+}
+
+std::string LoadAverage() {
+  std::vector<std::string> fields = absl::StrSplit(ReadFileOrEmpty("/proc/loadavg"), ' ');
+  return fields.empty() ? "?" : fields[0];
+}
+
+CpuStealMeter::CpuStealMeter() { ReadCpuTimes(&steal_, &total_); }
+
+double CpuStealMeter::PercentSinceStart() const {
+  uint64_t steal, total;
+  ReadCpuTimes(&steal, &total);
+  if (total <= total_) return 0;
+  return 100.0 * static_cast<double>(steal - steal_) / static_cast<double>(total - total_);
+}
+
+int64_t ResidentBytes(pid_t pid) {
+  return KilobyteField(absl::StrCat("/proc/", pid, "/status"), "VmRSS");
+}
+
+double CpuSeconds(pid_t pid) {
+  std::string stat = ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/stat"));
+  // utime and stime are fields 14 and 15; the command name (field 2) may contain spaces.
+  size_t end = stat.rfind(')');
+  if (end == std::string::npos) return -1;
+  std::vector<std::string> fields = absl::StrSplit(stat.substr(end + 2), ' ');
+  uint64_t utime, stime;
+  if (fields.size() < 13 || !absl::SimpleAtoi(fields[11], &utime) ||
+      !absl::SimpleAtoi(fields[12], &stime)) {
+    return -1;
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+int64_t AvailableMemoryBytes() { return KilobyteField("/proc/meminfo", "MemAvailable"); }
+
+}  // namespace llima::bench

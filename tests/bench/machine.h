@@ -1,0 +1,40 @@
+#pragma once
+
+// What the figures were measured on, and how busy it was: the benchmark table names the machine
+// because the same build runs twice as fast on a quiet one.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+namespace llima::bench {
+
+// "AMD EPYC, 2 cores, 23.4 GiB, Linux 6.1.0-13-amd64".
+std::string DescribeMachine();
+
+// The 1-minute load average, as /proc/loadavg has it ("4.58").
+std::string LoadAverage();
+
+// Share of CPU time the hypervisor gave to others (steal) since construction, in percent of all
+// CPU time; 0 on bare metal.
+class CpuStealMeter {
+ public:
+  CpuStealMeter();
+  double PercentSinceStart() const;
+
+ private:
+  uint64_t steal_ = 0;
+  uint64_t total_ = 0;
+};
+
+// VmRSS of a process in bytes, -1 when it cannot be read.
+int64_t ResidentBytes(pid_t pid);
+
+// CPU time (user and system, all threads) a process has used, in seconds; -1 when unknown.
+double CpuSeconds(pid_t pid);
+
+// MemAvailable of /proc/meminfo in bytes, -1 when it cannot be read.
+int64_t AvailableMemoryBytes();
+
+}  // namespace llima::bench

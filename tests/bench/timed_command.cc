@@ -1,0 +1,139 @@
+#include "timed_command.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "posix_error.h"
+#include "unique_fd.h"
+
+extern char** environ;
+
+namespace llima::bench {
+namespace {
+
+// Spawned with posix_spawn, which does not copy this process's page tables the way fork does:
+// what is timed is the command, not the size of the benchmark program.
+class Child {
+ public:
+  Child() = default;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  // A child left behind by an error is killed and reaped.
+  ~Child() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  // stdout goes to `stdout_fd`, or /dev/null when it is -1; stderr is kept for the error
+  // unless `own_stderr` leaves it to this process's.
+  absl::Status Spawn(const std::vector<std::string>& argv, int stdout_fd, bool own_stderr = false) {
+    command_ = absl::StrJoin(argv, " ");
+    if (!own_stderr) {
+      stderr_.reset(memfd_create("stderr", MFD_CLOEXEC));
+      if (!stderr_) return PosixError(errno, "memfd_create");
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (stdout_fd >= 0) {
+      posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1);
+    } else {
+      posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    }
+    if (stderr_) posix_spawn_file_actions_adddup2(&actions, stderr_.get(), 2);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    int error = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (error != 0) return PosixError(error, absl::StrCat("spawn ", command_));
+    return absl::OkStatus();
+  }
+
+  absl::Status Wait() {
+    int status;
+    while (waitpid(pid_, &status, 0) < 0) {
+      if (errno != EINTR) return PosixError(errno, absl::StrCat("wait for ", command_));
+    }
+    pid_ = -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
+    std::string err(stderr_ ? 4096 : 0, '\0');
+    ssize_t n = stderr_ ? pread(stderr_.get(), err.data(), err.size(), 0) : 0;
+    err.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return absl::InternalError(absl::StrCat(command_, ": ",
+                                            WIFEXITED(status)
+                                                ? absl::StrCat("exit ", WEXITSTATUS(status))
+                                                : absl::StrCat("signal ", WTERMSIG(status)),
+                                            err.empty() ? "" : ": ", err));
+  }
+
+ private:
+  std::string command_;
+  UniqueFd stderr_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace
+
+absl::StatusOr<double> TimeCommand(const std::vector<std::string>& argv) {
+  Child child;
+  auto start = std::chrono::steady_clock::now();
+  if (absl::Status s = child.Spawn(argv, -1); !s.ok()) return s;
+  if (absl::Status s = child.Wait(); !s.ok()) return s;
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+namespace {
+
+// Spawns argv with stdout on a pipe and hands each chunk read from it to `consume`.
+template <typename Consume>
+absl::Status ReadCommandOutput(const std::vector<std::string>& argv, bool own_stderr,
+                               Consume consume) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return PosixError(errno, "pipe2");
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  Child child;
+  if (absl::Status s = child.Spawn(argv, write_end.get(), own_stderr); !s.ok()) return s;
+  write_end.reset();
+  // The buffer cat uses (128 KiB).
+  static char buffer[128 << 10];
+  for (;;) {
+    ssize_t n = read(read_end.get(), buffer, sizeof(buffer));
+    if (n == 0) break;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return PosixError(errno, "read the pipe");
+    consume(buffer, static_cast<size_t>(n));
+  }
+  return child.Wait();
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> DrainCommandOutput(const std::vector<std::string>& argv) {
+  uint64_t total = 0;
+  absl::Status s =
+      ReadCommandOutput(argv, /*own_stderr=*/false, [&](const char*, size_t n) { total += n; });
+  if (!s.ok()) return s;
+  return total;
+}
+
+absl::Status RunCapturingOutput(const std::vector<std::string>& argv, std::string* out) {
+  out->clear();
+  return ReadCommandOutput(argv, /*own_stderr=*/true,
+                           [&](const char* data, size_t n) { out->append(data, n); });
+}
+
+}  // namespace llima::bench
