@@ -2,6 +2,7 @@
 // socket. Runs as root inside the VM.
 
 #include <errno.h>
+#include <malloc.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
@@ -244,6 +245,11 @@ int Run(int argc, char** argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   RaiseFileLimit();
+  // Exec output moves in chunks of a few hundred KiB. With the allocator's defaults each one
+  // would be mapped and unmapped, or trimmed from the top of its thread's arena, and its pages
+  // faulted in again: keep such chunks on the heap and the freed memory for the next one.
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  mallopt(M_TRIM_THRESHOLD, 32 << 20);
 
   EnvironmentStore store(state_dir);
   if (absl::Status s = store.Initialize(); !s.ok()) {
