@@ -146,6 +146,16 @@ class WireTest : public ::testing::Test {
   AgentUsage baseline_;
 };
 
+
+// A client connecting now is refused at once (UNAVAILABLE), not left waiting.
+void ExpectNewClientRefused(const std::string& socket_path) {
+  auto late = NewClient(socket_path);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::ListEnvironmentsResponse listed;
+  grpc::Status s = late->ListEnvironments(&context, {}, &listed);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+}
 TEST_F(WireTest, OversizedMessagesAreRefusedWithResourceExhausted) {
   StartAgent();
   v1::AgentService::Stub& stub = agent_->stub();
@@ -390,14 +400,7 @@ TEST_F(WireTest, AFloodOfConnectionsIsCappedAndTheOthersKeepBeingServed) {
   // Connected clients are served; a new one is refused promptly, not left waiting.
   ExpectServing(*client, "during the flood");
   ExpectServing(agent_->stub(), "during the flood");
-  {
-    auto late = NewClient(agent_->socket_path());
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    v1::ListEnvironmentsResponse listed;
-    grpc::Status s = late->ListEnvironments(&context, {}, &listed);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
-  }
+  ExpectNewClientRefused(agent_->socket_path());
 
   // Once the flood is gone (and the agent has seen its connections close), new clients are
   // served again.
@@ -428,14 +431,7 @@ TEST_F(WireTest, ConnectionsThatStayIdleGiveTheirPlaceBack) {
     ASSERT_TRUE(silent.back());
   }
   absl::Time flooded = absl::Now();
-  {
-    auto late = NewClient(agent_->socket_path());
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    v1::ListEnvironmentsResponse listed;
-    grpc::Status s = late->ListEnvironments(&context, {}, &listed);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
-  }
+  ExpectNewClientRefused(agent_->socket_path());
   // After a second without a call the agent closes them (GOAWAY, then the end of the stream).
   for (const UniqueFd& fd : silent) {
     char buffer[4096];
