@@ -301,8 +301,12 @@ absl::StatusOr<UniqueFd> CgroupTree::Open(const std::string& name) const {
 
 int CgroupTree::CountProcesses(const std::string& name) const {
   if (!available()) return -1;
-  std::string path = PathFor(name) + "/cgroup.procs";
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd dir(open(PathFor(name).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  return dir ? CountProcessesAt(dir.get()) : -1;
+}
+
+int CgroupTree::CountProcessesAt(int cgroup_fd) {
+  UniqueFd fd(openat(cgroup_fd, "cgroup.procs", O_RDONLY | O_CLOEXEC));
   if (!fd) return -1;
   char buf[16384];
   int lines = 0;

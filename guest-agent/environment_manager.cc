@@ -594,7 +594,8 @@ v1::Environment EnvironmentManager::ToProto(const LiveEnvironment& env) const {
   } else {
     *out.mutable_limits_enforcement() = env.limits_enforcement;
     out.set_state(v1::Environment::STATE_RUNNING);
-    int count = cgroups_.CountProcesses(r.name());
+    int count = env.cgroup ? CgroupTree::CountProcessesAt(env.cgroup.get())
+                           : cgroups_.CountProcesses(r.name());
     out.set_process_count(count > 0 ? count - 1 : 0);
     std::lock_guard lock(detached_mu_);
     if (auto it = detached_.find(r.name()); it != detached_.end()) {
