@@ -370,14 +370,14 @@ int Run(int argc, char** argv) {
       server_stopped ? "" : "; a call handler did not return",
       sessions_ended ? "" : absl::StrCat("; ", LiveExecSessions(), " Exec sessions left")));
   if (sessions_ended) HandOverDetachedOutput();
-  if (!server_stopped || !sessions_ended) {
-    // Their threads still use the server, the environments and the fork server: leave without
-    // tearing those down under them.
-    fflush(stderr);
-    _exit(exit_code);
-  }
-  shutdown.join();
-  return exit_code;
+  // Leave without destructors: threads may still use the server, the environments and the fork
+  // server, and destroying the server would wait again for a client that does not read. Nothing
+  // needs tearing down: records are on disk, environments keep running, and the fork server
+  // dies with the agent (PR_SET_PDEATHSIG).
+  if (server_stopped) shutdown.join();
+  fflush(stdout);
+  fflush(stderr);
+  _exit(exit_code);
 }
 
 }  // namespace
