@@ -509,13 +509,49 @@ std::string PtyProcess::output() {
   return out_;
 }
 
-llima::v1::Environment CreateEnvironmentOrFail(llima::v1::AgentService::Stub& stub,
-                                               const std::string& project_path) {
+namespace {
+
+void SetDeadline(grpc::ClientContext& context) {
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+}
+
+}  // namespace
+
+grpc::Status CallCreate(llima::v1::AgentService::Stub& stub,
+                        const llima::v1::CreateEnvironmentRequest& request,
+                        llima::v1::Environment* env) {
   grpc::ClientContext context;
+  SetDeadline(context);
+  return stub.CreateEnvironment(&context, request, env);
+}
+
+grpc::Status CallCreate(llima::v1::AgentService::Stub& stub, const std::string& project_path,
+                        llima::v1::Environment* env) {
   llima::v1::CreateEnvironmentRequest request;
   request.set_project_path(project_path);
+  return CallCreate(stub, request, env);
+}
+
+grpc::Status CallDelete(llima::v1::AgentService::Stub& stub, const std::string& name) {
+  grpc::ClientContext context;
+  SetDeadline(context);
+  llima::v1::DeleteEnvironmentRequest request;
+  request.set_name(name);
+  llima::v1::DeleteEnvironmentResponse response;
+  return stub.DeleteEnvironment(&context, request, &response);
+}
+
+grpc::Status CallList(llima::v1::AgentService::Stub& stub,
+                      llima::v1::ListEnvironmentsResponse* response) {
+  grpc::ClientContext context;
+  SetDeadline(context);
+  return stub.ListEnvironments(&context, {}, response);
+}
+
+llima::v1::Environment CreateEnvironmentOrFail(llima::v1::AgentService::Stub& stub,
+                                               const std::string& project_path) {
   llima::v1::Environment env;
-  grpc::Status status = stub.CreateEnvironment(&context, request, &env);
+  grpc::Status status = CallCreate(stub, project_path, &env);
   if (!status.ok()) {
     ADD_FAILURE() << "create " << project_path << ": " << status.error_message();
     return {};

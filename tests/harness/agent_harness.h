@@ -155,6 +155,16 @@ class PtyProcess {
   int status_ = -1;
 };
 
+// The environment calls with a 30 s deadline, returning the call's status.
+grpc::Status CallCreate(llima::v1::AgentService::Stub& stub,
+                        const llima::v1::CreateEnvironmentRequest& request,
+                        llima::v1::Environment* env);
+grpc::Status CallCreate(llima::v1::AgentService::Stub& stub, const std::string& project_path,
+                        llima::v1::Environment* env);
+grpc::Status CallDelete(llima::v1::AgentService::Stub& stub, const std::string& name);
+grpc::Status CallList(llima::v1::AgentService::Stub& stub,
+                      llima::v1::ListEnvironmentsResponse* response);
+
 // Creates the environment of `project_path`; a failed call is an empty name and a test failure.
 llima::v1::Environment CreateEnvironmentOrFail(llima::v1::AgentService::Stub& stub,
                                                const std::string& project_path);

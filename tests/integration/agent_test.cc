@@ -36,10 +36,7 @@ class AgentTest : public ::testing::Test {
   }
 
   grpc::Status Create(const std::string& path, v1::Environment* env) {
-    grpc::ClientContext context;
-    v1::CreateEnvironmentRequest request;
-    request.set_project_path(path);
-    return agent_->stub().CreateEnvironment(&context, request, env);
+    return CallCreate(agent_->stub(), path, env);
   }
 
   // What a failed operation may not leave behind.

@@ -66,27 +66,19 @@ class EnvironmentTest : public ::testing::Test {
 
   static std::pair<grpc::Status, v1::Environment> Create(const std::string& path,
                                                          const std::string& name = "") {
-    grpc::ClientContext context;
     v1::CreateEnvironmentRequest request;
     request.set_project_path(path);
     request.set_name(name);
     v1::Environment env;
-    grpc::Status status = agent_->stub().CreateEnvironment(&context, request, &env);
+    grpc::Status status = CallCreate(agent_->stub(), request, &env);
     return {status, env};
   }
 
-  static grpc::Status Delete(const std::string& name) {
-    grpc::ClientContext context;
-    v1::DeleteEnvironmentRequest request;
-    request.set_name(name);
-    v1::DeleteEnvironmentResponse response;
-    return agent_->stub().DeleteEnvironment(&context, request, &response);
-  }
+  static grpc::Status Delete(const std::string& name) { return CallDelete(agent_->stub(), name); }
 
   static std::vector<v1::Environment> List() {
-    grpc::ClientContext context;
     v1::ListEnvironmentsResponse response;
-    EXPECT_TRUE(agent_->stub().ListEnvironments(&context, {}, &response).ok());
+    EXPECT_TRUE(CallList(agent_->stub(), &response).ok());
     return {response.environments().begin(), response.environments().end()};
   }
 

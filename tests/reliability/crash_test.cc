@@ -19,29 +19,9 @@ namespace {
 
 constexpr uid_t kOwner = 4242;
 
-grpc::Status CreateCall(v1::AgentService::Stub& stub, const std::string& path,
-                        v1::Environment* created) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  v1::CreateEnvironmentRequest request;
-  request.set_project_path(path);
-  return stub.CreateEnvironment(&context, request, created);
-}
-
-grpc::Status DeleteCall(v1::AgentService::Stub& stub, const std::string& name) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  v1::DeleteEnvironmentRequest request;
-  request.set_name(name);
-  v1::DeleteEnvironmentResponse response;
-  return stub.DeleteEnvironment(&context, request, &response);
-}
-
 std::vector<v1::Environment> ListCall(v1::AgentService::Stub& stub) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   v1::ListEnvironmentsResponse response;
-  EXPECT_TRUE(stub.ListEnvironments(&context, {}, &response).ok());
+  EXPECT_TRUE(CallList(stub, &response).ok());
   return {response.environments().begin(), response.environments().end()};
 }
 
@@ -89,7 +69,7 @@ TEST_P(CrashDuringCreate, LeavesAllOrNothing) {
   agent_->Start({}, {std::string("LLIMA_AGENT_CRASH_AT=") + p.point});
   ResourceSnapshot before = TakeResourceSnapshot(*agent_);
   v1::Environment created;
-  grpc::Status status = CreateCall(agent_->stub(), project_, &created);
+  grpc::Status status = CallCreate(agent_->stub(), project_, &created);
   ASSERT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << "the agent did not crash at " << p.point << ": " << status.error_message();
   ASSERT_THAT(agent_->log(), ::testing::HasSubstr(absl::StrCat("crashes at \"", p.point)));
@@ -100,15 +80,15 @@ TEST_P(CrashDuringCreate, LeavesAllOrNothing) {
     ASSERT_EQ(envs.size(), 1u) << "the create was committed at " << p.point;
     EXPECT_EQ(envs[0].state(), v1::Environment::STATE_RUNNING);
     ExpectWorking(envs[0].name());
-    ASSERT_TRUE(DeleteCall(agent_->stub(), envs[0].name()).ok());
+    ASSERT_TRUE(CallDelete(agent_->stub(), envs[0].name()).ok());
   } else {
     EXPECT_TRUE(envs.empty()) << "an uncommitted create left " << envs[0].name();
     // The restart itself removed what the interrupted create had made.
     EXPECT_EQ(DescribeLeaks(before, TakeResourceSnapshot(*agent_)), "") << "after " << p.point;
     // The create can be made again, and works.
-    ASSERT_TRUE(CreateCall(agent_->stub(), project_, &created).ok());
+    ASSERT_TRUE(CallCreate(agent_->stub(), project_, &created).ok());
     ExpectWorking(created.name());
-    ASSERT_TRUE(DeleteCall(agent_->stub(), created.name()).ok());
+    ASSERT_TRUE(CallDelete(agent_->stub(), created.name()).ok());
   }
   EXPECT_EQ(DescribeLeaks(before, TakeResourceSnapshot(*agent_)), "") << "after " << p.point;
 }
@@ -136,7 +116,7 @@ TEST_P(CrashDuringDelete, FinishesTheDelete) {
   ASSERT_EQ(Shell(agent_->stub(), env.name(), "echo kept > ~/file; sleep 973 >/dev/null 2>&1 &")
                 .exit_code,
             0);
-  grpc::Status status = DeleteCall(agent_->stub(), env.name());
+  grpc::Status status = CallDelete(agent_->stub(), env.name());
   ASSERT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << "the agent did not crash at " << point << ": " << status.error_message();
 
@@ -192,7 +172,7 @@ TEST_F(CrashTest, EnvironmentsAreRebuiltAfterAReboot) {
   EXPECT_EQ(rebuilt.mounts, running.mounts);
   EXPECT_EQ(rebuilt.cgroups, running.cgroups);
   EXPECT_EQ(rebuilt.inits.size(), running.inits.size());
-  ASSERT_TRUE(DeleteCall(agent_->stub(), name).ok());
+  ASSERT_TRUE(CallDelete(agent_->stub(), name).ok());
   EXPECT_EQ(DescribeLeaks(before, TakeResourceSnapshot(*agent_)), "");
 }
 

@@ -84,12 +84,10 @@ class LimitsTest : public ::testing::Test {
 
   grpc::Status Create(const std::string& path, const v1::ResourceLimits& limits,
                       v1::Environment* env) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     v1::CreateEnvironmentRequest request;
     request.set_project_path(path);
     *request.mutable_limits() = limits;
-    return agent_->stub().CreateEnvironment(&context, request, env);
+    return CallCreate(agent_->stub(), request, env);
   }
 
   v1::Environment CreateOrFail(const std::string& path, const v1::ResourceLimits& limits) {
@@ -108,19 +106,10 @@ class LimitsTest : public ::testing::Test {
   }
 
   grpc::Status List(v1::ListEnvironmentsResponse* response) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    return agent_->stub().ListEnvironments(&context, {}, response);
+    return CallList(agent_->stub(), response);
   }
 
-  grpc::Status Delete(const std::string& name) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    v1::DeleteEnvironmentRequest request;
-    request.set_name(name);
-    v1::DeleteEnvironmentResponse response;
-    return agent_->stub().DeleteEnvironment(&context, request, &response);
-  }
+  grpc::Status Delete(const std::string& name) { return CallDelete(agent_->stub(), name); }
 
   v1::AgentInfo Info() {
     grpc::ClientContext context;

@@ -36,12 +36,6 @@ using ::testing::HasSubstr;
 
 constexpr uid_t kOwner = 4242;
 
-grpc::Status ListCall(v1::AgentService::Stub& stub, v1::ListEnvironmentsResponse* response) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  return stub.ListEnvironments(&context, {}, response);
-}
-
 // The harness is a subreaper: processes that outlive the agent's fork server, their parent,
 // become this test's children, and their environment's init, killed by a delete, waits until
 // they are reaped (systemd would reap them at once). While it lives, this reaps them, but never
@@ -119,7 +113,7 @@ TEST_F(ShutdownTest, IdleClientsDoNotHoldTheStop) {
   for (int i = 0; i < 5; ++i) {
     idle.push_back(NewClient(agent_->socket_path()));
     v1::ListEnvironmentsResponse response;
-    ASSERT_TRUE(ListCall(*idle.back(), &response).ok());
+    ASSERT_TRUE(CallList(*idle.back(), &response).ok());
   }
   std::vector<UniqueFd> silent;
   for (int i = 0; i < 5; ++i) {
@@ -150,7 +144,7 @@ TEST_F(ShutdownTest, IdleClientsDoNotHoldTheStop) {
   agent_->Start();
   v1::ListEnvironmentsResponse response;
   grpc::Status s;
-  for (int i = 0; i < 100 && !(s = ListCall(*idle[0], &response)).ok(); ++i) {
+  for (int i = 0; i < 100 && !(s = CallList(*idle[0], &response)).ok(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_TRUE(s.ok()) << s.error_message();
@@ -230,7 +224,7 @@ TEST_F(ShutdownTest, UnaryCallsInFlightFinishAndRefusedOnesDidNothing) {
 
   agent_->Start();
   v1::ListEnvironmentsResponse listed;
-  ASSERT_TRUE(ListCall(agent_->stub(), &listed).ok());
+  ASSERT_TRUE(CallList(agent_->stub(), &listed).ok());
   for (const Client& client : clients) {
     bool found = false;
     for (const v1::Environment& env : listed.environments()) {
@@ -276,7 +270,7 @@ TEST_F(ShutdownTest, ExecCallsEndAndEnvironmentsKeepRunningForTheNextStart) {
   // An idle client.
   auto idle = NewClient(agent_->socket_path());
   v1::ListEnvironmentsResponse listed;
-  ASSERT_TRUE(ListCall(*idle, &listed).ok());
+  ASSERT_TRUE(CallList(*idle, &listed).ok());
   AgentUsage usage = MeasureAgent(agent_->pid());
 
   absl::Duration took = StopWithSigterm();

@@ -261,13 +261,7 @@ class SymlinkRaceTest : public ::testing::Test {
     return "";
   }
 
-  grpc::Status Delete(const std::string& name) {
-    grpc::ClientContext context;
-    v1::DeleteEnvironmentRequest request;
-    request.set_name(name);
-    v1::DeleteEnvironmentResponse response;
-    return agent_->stub().DeleteEnvironment(&context, request, &response);
-  }
+  grpc::Status Delete(const std::string& name) { return CallDelete(agent_->stub(), name); }
 
   static void Report(const std::string& label, const RaceTally& tally) {
     printf(
