@@ -180,6 +180,23 @@ TEST_F(LimaTest, ListAsJsonParses) {
   EXPECT_EQ(parsed.environments(0).project_path(), project_);
 }
 
+TEST_F(LimaTest, ListAndStatusShowTheLimitsAndWhetherTheyAreEnforced) {
+  SetState("running");
+  ASSERT_EQ(Box("create " + project_).code, 0);
+  Result list = Box("list");
+  ASSERT_EQ(list.code, 0) << list.out;
+  EXPECT_THAT(list.out, ::testing::MatchesRegex("NAME +STATE +PROCESSES +AGE +MEMORY +PIDS +CPU "
+                                                "+PROJECT\n(.|\n)*"));
+  EXPECT_THAT(list.out, ::testing::ContainsRegex(" 4096\\*? "));
+  // A value the kernel does not enforce is marked, and the mark explained.
+  bool marked = list.out.find("4096*") != std::string::npos;
+  EXPECT_EQ(marked, list.out.find("\n* limits not enforced: ") != std::string::npos) << list.out;
+  Result status = Box("status");
+  EXPECT_THAT(status.out, HasSubstr("limits of a new environment: memory "));
+  EXPECT_THAT(status.out, HasSubstr(", pids 4096, cpu max"));
+  EXPECT_EQ(marked, status.out.find("limits not enforced: ") != std::string::npos) << status.out;
+}
+
 TEST_F(LimaTest, StatusReportsTheVmAndTheAgent) {
   SetState("running");
   Result r = Box("status");
