@@ -44,7 +44,7 @@ int Run(int argc, char** argv) {
   if (!env.ok()) return Fail(env.status());
   absl::StatusOr<int> status = RunInEnvironment(client, *env, command);
   if (!status.ok()) return Fail(status.status());
-  return *status;
+  ExitAfterCommand(*status);
 }
 
 }  // namespace

@@ -107,14 +107,16 @@ class AgentLocation {
   absl::StatusOr<std::unique_ptr<AgentClient>> Connect(bool start_vm) {
     absl::StatusOr<std::string> socket = Socket(start_vm);
     if (!socket.ok()) return socket.status();
-    auto client = std::make_unique<AgentClient>(*socket);
-    if (!uses_vm()) return client;
+    if (!uses_vm()) return std::make_unique<AgentClient>(*socket);
     absl::Time deadline = absl::Now() + kAgentWait;
     absl::Duration pause = absl::Milliseconds(100);
     std::string said;
     for (;;) {
       struct stat st;
       bool present = stat(socket->c_str(), &st) == 0;
+      // A new client each time: one whose connection the forwarder accepted and then closed
+      // (no agent behind it yet) would stay broken.
+      auto client = std::make_unique<AgentClient>(*socket);
       absl::Status ping = present ? client->Ping(absl::Seconds(2)) : absl::UnavailableError("");
       if (ping.ok()) return client;
       if (absl::Now() > deadline) {
@@ -450,7 +452,7 @@ int Run(int argc, char** argv) {
     if (!env.ok()) return Fail(env.status());
     absl::StatusOr<int> exit_status = RunInEnvironment(client, *env, command);
     if (!exit_status.ok()) return Fail(exit_status.status());
-    return *exit_status;
+    ExitAfterCommand(*exit_status);
   }
   if (*exec) {
     if (command.empty()) {
@@ -472,7 +474,7 @@ int Run(int argc, char** argv) {
     io.stdin_fd = STDIN_FILENO;
     absl::StatusOr<v1::ExecExited> exited = client.Exec(start, io);
     if (!exited.ok()) return Fail(exited.status());
-    return exited->exit_code();
+    ExitAfterCommand(exited->exit_code());
   }
   return 0;
 }

@@ -2,10 +2,16 @@
 // stopped, running or broken instance. The agent "in the VM" is a real one on the socket path
 // Lima would forward to.
 
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -234,6 +240,45 @@ TEST_F(LimaTest, WaitsForTheForwardedSocketAndSaysSo) {
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("waiting for the agent socket " + agent_->socket_path()));
   EXPECT_THAT(r.out, HasSubstr("finally"));
+}
+
+TEST_F(LimaTest, WaitsThroughAForwardThatAcceptsAndClosesUntilTheAgentAnswers) {
+  SetState("running");
+  agent_->Terminate();
+  // Lima's forward is up before the agent behind it: connections are accepted, then closed.
+  const std::string path = agent_->socket_path();
+  int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(path.size(), sizeof(addr.sun_path));
+  memcpy(addr.sun_path, path.data(), path.size());
+  unlink(path.c_str());
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listener, 16), 0);
+  std::atomic<int> closed{0};
+  std::thread forward([&] {
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{listener, POLLIN, 0};
+      if (poll(&p, 1, 50) == 1) {
+        int c = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c >= 0) {
+          close(c);
+          ++closed;
+        }
+      }
+    }
+    close(listener);
+    unlink(path.c_str());
+    agent_->Start();
+  });
+  Result r = Box("shell " + project_ + " -- echo answered");
+  forward.join();
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_GT(closed.load(), 0) << "the forward was never tried";
+  EXPECT_THAT(r.out, HasSubstr("waiting for llima-agent in the VM to answer"));
+  EXPECT_THAT(r.out, HasSubstr("answered"));
 }
 
 TEST_F(LimaTest, LocalShellRunsAgainstAnAgentOnThisMachine) {
