@@ -34,7 +34,10 @@
 namespace llima {
 namespace {
 
-constexpr size_t kChunkSize = 256 * 1024;
+// Output is read and sent in messages of up to this size. At 256 KiB, gRPC's thread hand-offs
+// per message held a stream of zeros to 0.53-0.75 GB/s on 2 cores; at 1 MiB it runs at
+// 0.9-1.2 GB/s. A stream holds at most three messages: two queued and one being written.
+constexpr size_t kChunkSize = 1024 * 1024;
 constexpr int kPipeSize = 1 << 20;
 // After the process has exited, output still trickling in from processes it left running is
 // read for this long before the call ends (their pipe may never close).
@@ -610,7 +613,11 @@ void ExecSession::FlushStdin() {
 }
 
 void ExecSession::ReadOutput(UniqueFd& fd, bool is_stdout) {
-  std::string chunk(kChunkSize, '\0');
+  // The message is made the size of what is there to read, so that a keystroke's echo queues a
+  // few bytes, not a chunk. Nothing there (the end of the stream): a small read finds out.
+  int available = 0;
+  if (ioctl(fd.get(), FIONREAD, &available) != 0 || available <= 0) available = 4096;
+  std::string chunk(std::min(static_cast<size_t>(available), kChunkSize), '\0');
   ssize_t n = read(fd.get(), chunk.data(), chunk.size());
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
   // A terminal's master reads EIO once no process holds the terminal any more: its end.
