@@ -232,7 +232,7 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
   CrashPoint("create:committed");
   std::shared_ptr<LiveEnvironment> env = std::move(*live);
   std::lock_guard lock(mu_);
-  envs_[name] = env;
+  InsertLocked(name, env);
   return ToProto(*env);
 }
 
@@ -451,7 +451,7 @@ void EnvironmentManager::Recover() {
       LogOperation("rebuild", name, absl::Now() - start, rebuilt.status());
     }
     std::lock_guard lock(mu_);
-    envs_[name] = std::move(env);
+    InsertLocked(name, std::move(env));
   }
 }
 
@@ -489,7 +489,7 @@ absl::Status EnvironmentManager::Delete(const std::string& name) {
   CrashPoint("delete:record");
   {
     std::lock_guard lock(mu_);
-    envs_.erase(name);
+    EraseLocked(name);
   }
   {
     std::lock_guard lock(detached_mu_);
@@ -555,14 +555,26 @@ std::vector<v1::Environment> EnvironmentManager::List() const {
 
 bool EnvironmentManager::IsEnvironmentMountNamespace(dev_t dev, ino_t ino) const {
   std::lock_guard lock(mu_);
-  for (const auto& [name, env] : envs_) {
-    struct stat st;
-    if (env->mnt_ns && fstat(env->mnt_ns.get(), &st) == 0 && st.st_dev == dev &&
-        st.st_ino == ino) {
-      return true;
-    }
+  return mount_namespaces_.contains({dev, ino});
+}
+
+void EnvironmentManager::InsertLocked(const std::string& name,
+                                      std::shared_ptr<LiveEnvironment> env) {
+  EraseLocked(name);
+  struct stat st;
+  // The descriptor keeps the namespace, and so its inode number, alive while env is here.
+  if (env->mnt_ns && fstat(env->mnt_ns.get(), &st) == 0) {
+    env->mnt_ns_id = {st.st_dev, st.st_ino};
+    mount_namespaces_.insert(env->mnt_ns_id);
   }
-  return false;
+  envs_[name] = std::move(env);
+}
+
+void EnvironmentManager::EraseLocked(const std::string& name) {
+  auto it = envs_.find(name);
+  if (it == envs_.end()) return;
+  if (it->second->mnt_ns) mount_namespaces_.erase(it->second->mnt_ns_id);
+  envs_.erase(it);
 }
 
 void EnvironmentManager::AddDetached(const std::string& environment,

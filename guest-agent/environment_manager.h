@@ -3,12 +3,16 @@
 // Environments: creation, lookup, deletion, and recovery after an agent restart. The gRPC layer
 // only translates to and from this class.
 
+#include <sys/types.h>
+
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "cgroup.h"
 #include "environment_store.h"
@@ -34,6 +38,8 @@ struct LiveEnvironment {
   UniqueFd root_dir;    // the environment's root directory, as init sees it
   // Which of record.limits the kernel enforces, as found when its cgroup was set up.
   v1::LimitsEnforcement limits_enforcement;
+  // mnt_ns's device and inode: what a process's /proc/PID/ns/mnt shows when it is inside.
+  std::pair<dev_t, ino_t> mnt_ns_id{0, 0};
 
   bool running() const { return broken_reason.empty(); }
   std::string home() const { return "/home/" + record.name(); }
@@ -92,8 +98,15 @@ class EnvironmentManager {
   const ResourceDefaults limit_defaults_;
 
   std::mutex operations_mu_;  // serializes create, delete and recovery
-  mutable std::mutex mu_;     // guards envs_
+  // Under mu_: adds or replaces envs_[name], and indexes its mount namespace.
+  void InsertLocked(const std::string& name, std::shared_ptr<LiveEnvironment> env);
+  void EraseLocked(const std::string& name);
+
+  mutable std::mutex mu_;     // guards envs_ and mount_namespaces_
   absl::flat_hash_map<std::string, std::shared_ptr<LiveEnvironment>> envs_;
+  // The mnt_ns_id of every environment in envs_ that has namespaces: the socket gate asks on
+  // every connection whether the peer is inside one, which must not cost a scan of all.
+  absl::flat_hash_set<std::pair<dev_t, ino_t>> mount_namespaces_;
   struct Detached {
     v1::DetachedProcess process;
     std::shared_ptr<UniqueFd> pidfd;

@@ -121,6 +121,34 @@ TEST(SocketPeer, APeerInsideAnEnvironmentIsRefusedWithPermissionDenied) {
   EXPECT_THAT(agent.log(), ::testing::HasSubstr("refused a connection from inside an environment"));
 }
 
+TEST(SocketPeer, APeerInsideAnAdoptedEnvironmentIsRefusedAfterARestart) {
+  ASSERT_EQ(geteuid(), 0u) << "security tests need root";
+  ScratchDir scratch;
+  AgentProcess agent(scratch.path());
+  agent.Start();
+  v1::Environment env =
+      CreateEnvironmentOrFail(agent.stub(), scratch.MakeDir("projects/peer", 4242, 4242));
+  v1::Environment other =
+      CreateEnvironmentOrFail(agent.stub(), scratch.MakeDir("projects/other", 4242, 4242));
+  ASSERT_FALSE(env.name().empty());
+  ASSERT_FALSE(other.name().empty());
+  // The restarted agent knows the environments from their records and pins only.
+  agent.Terminate();
+  agent.Start();
+
+  ForeignConnection inside(agent.socket_path(),
+                           agent.state_dir() + "/envs/" + env.name() + "/mnt");
+  ASSERT_GE(inside.fd(), 0) << "the test could not reach the socket from inside";
+  EXPECT_EQ(ListOver(inside.fd()).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  // Deleting the other one leaves this one known as an environment.
+  ASSERT_TRUE(CallDelete(agent.stub(), other.name()).ok());
+  ForeignConnection again(agent.socket_path(),
+                          agent.state_dir() + "/envs/" + env.name() + "/mnt");
+  ASSERT_GE(again.fd(), 0);
+  EXPECT_EQ(ListOver(again.fd()).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+}
+
 // connect() to `socket_path` by a child running as `uid`: 0 or the errno.
 int ConnectAs(const std::string& socket_path, uid_t uid) {
   pid_t pid = fork();
