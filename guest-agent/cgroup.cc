@@ -302,18 +302,26 @@ absl::StatusOr<UniqueFd> CgroupTree::Open(const std::string& name) const {
 int CgroupTree::CountProcesses(const std::string& name) const {
   if (!available()) return -1;
   UniqueFd dir(open(PathFor(name).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  return dir ? CountProcessesAt(dir.get()) : -1;
+  if (!dir) return -1;
+  UniqueFd procs = OpenProcs(dir.get());
+  return procs ? CountProcessesIn(procs.get()) : -1;
 }
 
-int CgroupTree::CountProcessesAt(int cgroup_fd) {
-  UniqueFd fd(openat(cgroup_fd, "cgroup.procs", O_RDONLY | O_CLOEXEC));
-  if (!fd) return -1;
+UniqueFd CgroupTree::OpenProcs(int cgroup_fd) {
+  return UniqueFd(openat(cgroup_fd, "cgroup.procs", O_RDONLY | O_CLOEXEC));
+}
+
+int CgroupTree::CountProcessesIn(int procs_fd) {
+  // pread from offset 0 makes the kernel list the cgroup's processes anew.
   char buf[16384];
   int lines = 0;
+  off_t offset = 0;
   for (;;) {
-    ssize_t n = read(fd.get(), buf, sizeof(buf));
+    ssize_t n = pread(procs_fd, buf, sizeof(buf), offset);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
+    if (n < 0) return -1;
+    if (n == 0) break;
+    offset += n;
     for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
   }
   return lines;

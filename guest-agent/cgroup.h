@@ -90,8 +90,11 @@ class CgroupTree {
                                                     const v1::ResourceLimits& limits) const;
   // Number of processes in the environment's cgroup, init included; -1 when unknown.
   int CountProcesses(const std::string& name) const;
-  // The same for the cgroup directory open at `cgroup_fd`, without a path lookup.
-  static int CountProcessesAt(int cgroup_fd);
+  // The cgroup.procs of the cgroup directory open at `cgroup_fd`, kept open for CountProcessesIn.
+  static UniqueFd OpenProcs(int cgroup_fd);
+  // The same count from a cgroup.procs opened by OpenProcs, read again from its start: no path
+  // lookup and no open per count (ListEnvironments counts every environment's).
+  static int CountProcessesIn(int procs_fd);
   // SIGKILLs every process of the cgroup.
   absl::Status KillAll(const std::string& name) const;
   // Removes the (empty) cgroup; waits briefly for dying processes to leave it.

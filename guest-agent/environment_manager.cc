@@ -324,6 +324,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
     return absl::InternalError("the environment's init exited during setup");
   }
   env->cgroup = std::move(cgroup);
+  if (env->cgroup) env->cgroup_procs = CgroupTree::OpenProcs(env->cgroup.get());
   env->record = std::move(record);
   std::move(kill_init).Cancel();
   return env;
@@ -359,6 +360,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::Adopt(
     absl::StatusOr<UniqueFd> cgroup = cgroups_.Create(record.name());
     if (!cgroup.ok()) return cgroup.status();
     env->cgroup = std::move(*cgroup);
+    env->cgroup_procs = CgroupTree::OpenProcs(env->cgroup.get());
   }
   // The cgroup normally holds them already; writing them again also covers controllers enabled
   // since. A refusal is reported, not fatal: the environment's processes keep running.
@@ -606,8 +608,8 @@ v1::Environment EnvironmentManager::ToProto(const LiveEnvironment& env) const {
   } else {
     *out.mutable_limits_enforcement() = env.limits_enforcement;
     out.set_state(v1::Environment::STATE_RUNNING);
-    int count = env.cgroup ? CgroupTree::CountProcessesAt(env.cgroup.get())
-                           : cgroups_.CountProcesses(r.name());
+    int count = env.cgroup_procs ? CgroupTree::CountProcessesIn(env.cgroup_procs.get())
+                                 : cgroups_.CountProcesses(r.name());
     out.set_process_count(count > 0 ? count - 1 : 0);
     std::lock_guard lock(detached_mu_);
     if (auto it = detached_.find(r.name()); it != detached_.end()) {

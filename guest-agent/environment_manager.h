@@ -34,6 +34,7 @@ struct LiveEnvironment {
   UniqueFd ipc_ns;
   UniqueFd uts_ns;
   UniqueFd cgroup;      // invalid when the machine has no cgroup v2
+  UniqueFd cgroup_procs;  // its cgroup.procs
   UniqueFd init_pidfd;  // pidfd of the environment's init
   UniqueFd root_dir;    // the environment's root directory, as init sees it
   // Which of record.limits the kernel enforces, as found when its cgroup was set up.
