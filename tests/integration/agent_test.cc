@@ -4,11 +4,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -125,6 +128,31 @@ TEST_F(AgentTest, LogsOneLinePerOperation) {
   Create("relative", &ignored);
   EXPECT_THAT(agent_->log(), ::testing::ContainsRegex("create path=relative [0-9.]+ms "
                                                     "INVALID_ARGUMENT: .*relative"));
+}
+
+// Every new environment's mount namespace is a copy of the fork server's, so that one must not
+// grow with the environments: their pins stay in the agent's namespace.
+TEST_F(AgentTest, TheForkServersMountTableDoesNotGrowWithTheEnvironments) {
+  agent_->Start();
+  std::string children = HostOutput(absl::StrCat("cat /proc/", agent_->pid(), "/task/*/children"));
+  pid_t fork_server = 0;
+  for (absl::string_view pid : absl::StrSplit(children, ' ', absl::SkipWhitespace())) {
+    std::string comm = HostOutput(absl::StrCat("cat /proc/", pid, "/cmdline"));
+    if (absl::StrContains(comm, "fork server")) ASSERT_TRUE(absl::SimpleAtoi(pid, &fork_server));
+  }
+  ASSERT_GT(fork_server, 0) << "no fork server among the agent's children: " << children;
+  auto mounts = [](pid_t pid) {
+    std::string table = HostOutput(absl::StrCat("cat /proc/", pid, "/mountinfo"));
+    return std::count(table.begin(), table.end(), '\n');
+  };
+  long agent_before = mounts(agent_->pid());
+  long fork_server_before = mounts(fork_server);
+  for (int i = 0; i < 10; ++i) {
+    v1::Environment env;
+    ASSERT_TRUE(Create(scratch_.MakeDir(absl::StrCat("projects/m", i), kOwner, kOwner), &env).ok());
+  }
+  EXPECT_EQ(mounts(agent_->pid()), agent_before + 10) << "one pin per environment";
+  EXPECT_EQ(mounts(fork_server), fork_server_before);
 }
 
 class FailedCreateTest : public AgentTest, public ::testing::WithParamInterface<std::string> {};
