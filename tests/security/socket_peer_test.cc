@@ -97,56 +97,59 @@ grpc::Status ListOver(int fd) {
   return stub->ListEnvironments(&context, {}, &response);
 }
 
-TEST(SocketPeer, APeerInsideAnEnvironmentIsRefusedWithPermissionDenied) {
-  ASSERT_EQ(geteuid(), 0u) << "security tests need root";
-  ScratchDir scratch;
-  AgentProcess agent(scratch.path());
-  agent.Start();
-  v1::Environment env =
-      CreateEnvironmentOrFail(agent.stub(), scratch.MakeDir("projects/peer", 4242, 4242));
-  ASSERT_FALSE(env.name().empty());
+// ListEnvironments over a connection made from inside `env_name`'s mount namespace.
+grpc::Status ListFromInside(const AgentProcess& agent, const std::string& env_name) {
+  ForeignConnection inside(agent.socket_path(), agent.state_dir() + "/envs/" + env_name + "/mnt");
+  if (inside.fd() < 0) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        "the test could not reach the socket from inside");
+  }
+  return ListOver(inside.fd());
+}
 
+// An agent with one environment, ready to be reached from outside and from inside it.
+class SocketPeerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "security tests need root";
+    agent_.Start();
+    env_ = CreateEnvironmentOrFail(agent_.stub(), scratch_.MakeDir("projects/peer", 4242, 4242));
+    ASSERT_FALSE(env_.name().empty());
+  }
+
+  ScratchDir scratch_;
+  AgentProcess agent_{scratch_.path()};
+  v1::Environment env_;
+};
+
+TEST_F(SocketPeerTest, APeerInsideAnEnvironmentIsRefusedWithPermissionDenied) {
   // From the VM: served.
-  ForeignConnection outside(agent.socket_path(), "");
+  ForeignConnection outside(agent_.socket_path(), "");
   ASSERT_GE(outside.fd(), 0);
   EXPECT_TRUE(ListOver(outside.fd()).ok());
 
   // From the environment's mount namespace: refused, and the call says why.
-  ForeignConnection inside(agent.socket_path(),
-                           agent.state_dir() + "/envs/" + env.name() + "/mnt");
-  ASSERT_GE(inside.fd(), 0) << "the test could not reach the socket from inside";
-  grpc::Status refused = ListOver(inside.fd());
+  grpc::Status refused = ListFromInside(agent_, env_.name());
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(refused.error_message(), ::testing::HasSubstr("inside an environment"));
-  EXPECT_THAT(agent.log(), ::testing::HasSubstr("refused a connection from inside an environment"));
+  EXPECT_THAT(agent_.log(),
+              ::testing::HasSubstr("refused a connection from inside an environment"));
 }
 
-TEST(SocketPeer, APeerInsideAnAdoptedEnvironmentIsRefusedAfterARestart) {
-  ASSERT_EQ(geteuid(), 0u) << "security tests need root";
-  ScratchDir scratch;
-  AgentProcess agent(scratch.path());
-  agent.Start();
-  v1::Environment env =
-      CreateEnvironmentOrFail(agent.stub(), scratch.MakeDir("projects/peer", 4242, 4242));
+TEST_F(SocketPeerTest, APeerInsideAnAdoptedEnvironmentIsRefusedAfterARestart) {
   v1::Environment other =
-      CreateEnvironmentOrFail(agent.stub(), scratch.MakeDir("projects/other", 4242, 4242));
-  ASSERT_FALSE(env.name().empty());
+      CreateEnvironmentOrFail(agent_.stub(), scratch_.MakeDir("projects/other", 4242, 4242));
   ASSERT_FALSE(other.name().empty());
   // The restarted agent knows the environments from their records and pins only.
-  agent.Terminate();
-  agent.Start();
-
-  ForeignConnection inside(agent.socket_path(),
-                           agent.state_dir() + "/envs/" + env.name() + "/mnt");
-  ASSERT_GE(inside.fd(), 0) << "the test could not reach the socket from inside";
-  EXPECT_EQ(ListOver(inside.fd()).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  agent_.Terminate();
+  agent_.Start();
+  grpc::Status refused = ListFromInside(agent_, env_.name());
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED) << refused.error_message();
 
   // Deleting the other one leaves this one known as an environment.
-  ASSERT_TRUE(CallDelete(agent.stub(), other.name()).ok());
-  ForeignConnection again(agent.socket_path(),
-                          agent.state_dir() + "/envs/" + env.name() + "/mnt");
-  ASSERT_GE(again.fd(), 0);
-  EXPECT_EQ(ListOver(again.fd()).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(CallDelete(agent_.stub(), other.name()).ok());
+  refused = ListFromInside(agent_, env_.name());
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED) << refused.error_message();
 }
 
 // connect() to `socket_path` by a child running as `uid`: 0 or the errno.
