@@ -268,6 +268,15 @@ TEST_F(EnvironmentTest, ProcessCountCountsTheEnvironmentsProcesses) {
 
 // ---- exec ------------------------------------------------------------------------------------
 
+TEST_F(EnvironmentTest, TheStartedPidIsThePidInsideTheEnvironment) {
+  for (int i = 0; i < 3; ++i) {
+    ExecResult r = In(*env_a_, "echo $$");
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_GT(r.pid, 1);
+    EXPECT_EQ(r.out, absl::StrCat(r.pid, "\n"));
+  }
+}
+
 TEST_F(EnvironmentTest, ExitCodesAreReportedExactly) {
   for (int code : {0, 1, 42}) {
     ExecResult r = In(*env_a_, absl::StrCat("exit ", code));
