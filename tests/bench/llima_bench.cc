@@ -59,15 +59,9 @@ void MeasureAgent(const RunSize& size, SuiteResults* results) {
   agent.Start();
   std::string project = scratch.MakeDir("projects/bench", 4242, 4242);
   v1::Environment env;
-  {
-    grpc::ClientContext context;
-    v1::CreateEnvironmentRequest request;
-    request.set_project_path(project);
-    grpc::Status s = agent.stub().CreateEnvironment(&context, request, &env);
-    if (!s.ok()) {
-      results->failures.push_back("set up: CreateEnvironment: " + s.error_message());
-      return;
-    }
+  if (grpc::Status s = testing::CallCreate(agent.stub(), project, &env); !s.ok()) {
+    results->failures.push_back("set up: CreateEnvironment: " + s.error_message());
+    return;
   }
   const std::string pin = absl::StrCat(agent.state_dir(), "/envs/", env.name(), "/mnt");
   const std::string head_bytes = absl::StrCat(size.stream_bytes);
@@ -77,12 +71,9 @@ void MeasureAgent(const RunSize& size, SuiteResults* results) {
   RegisterLatency("CreateEnvironment", size.creates, [&]() -> absl::StatusOr<double> {
     std::string path =
         scratch.MakeDir(absl::StrCat("projects/create-", next_project++), 4242, 4242);
-    grpc::ClientContext context;
-    v1::CreateEnvironmentRequest request;
-    request.set_project_path(path);
     v1::Environment created;
     auto start = Clock::now();
-    grpc::Status s = agent.stub().CreateEnvironment(&context, request, &created);
+    grpc::Status s = testing::CallCreate(agent.stub(), path, &created);
     double ms = MillisecondsSince(start);
     if (!s.ok()) return absl::InternalError(s.error_message());
     return ms;

@@ -37,12 +37,9 @@ absl::Status CreateMany(testing::AgentProcess& agent, const testing::ScratchDir&
   for (int i = 0; i < count; ++i) {
     if (Interrupted()) return absl::CancelledError("interrupted");
     std::string project = scratch.MakeDir(absl::StrCat("projects/many-", i), 4242, 4242);
-    grpc::ClientContext context;
-    v1::CreateEnvironmentRequest request;
-    request.set_project_path(project);
     v1::Environment env;
     auto start = Clock::now();
-    grpc::Status status = agent.stub().CreateEnvironment(&context, request, &env);
+    grpc::Status status = testing::CallCreate(agent.stub(), project, &env);
     create_ms->push_back(MillisecondsSince(start));
     if (!status.ok()) {
       return absl::InternalError(absl::StrCat("CreateEnvironment of environment ", i + 1, " of ",
@@ -67,9 +64,8 @@ absl::Status CreateMany(testing::AgentProcess& agent, const testing::ScratchDir&
 }
 
 absl::StatusOr<v1::ListEnvironmentsResponse> List(testing::AgentProcess& agent) {
-  grpc::ClientContext context;
   v1::ListEnvironmentsResponse response;
-  grpc::Status status = agent.stub().ListEnvironments(&context, {}, &response);
+  grpc::Status status = testing::CallList(agent.stub(), &response);
   if (!status.ok()) return absl::InternalError("ListEnvironments: " + status.error_message());
   return response;
 }
@@ -78,12 +74,7 @@ absl::Status DeleteAll(testing::AgentProcess& agent) {
   absl::StatusOr<v1::ListEnvironmentsResponse> listed = List(agent);
   if (!listed.ok()) return listed.status();
   for (const v1::Environment& env : listed->environments()) {
-    grpc::ClientContext context;
-    v1::DeleteEnvironmentRequest request;
-    request.set_name(env.name());
-    v1::DeleteEnvironmentResponse response;
-    grpc::Status status = agent.stub().DeleteEnvironment(&context, request, &response);
-    if (!status.ok()) {
+    if (grpc::Status status = testing::CallDelete(agent.stub(), env.name()); !status.ok()) {
       return absl::InternalError(
           absl::StrCat("DeleteEnvironment ", env.name(), ": ", status.error_message()));
     }
