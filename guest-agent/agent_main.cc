@@ -70,12 +70,7 @@ class CallTracker : public grpc::experimental::ServerInterceptorFactoryInterface
   // True once no such call is in flight; false if `deadline` came first.
   bool WaitUntilNone(absl::Time deadline) {
     std::unique_lock lock(mu_);
-    while (in_flight_ > 0) {
-      absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) return false;
-      none_.wait_for(lock, absl::ToChronoMilliseconds(left) + std::chrono::milliseconds(1));
-    }
-    return true;
+    return none_.wait_until(lock, absl::ToChronoTime(deadline), [&] { return in_flight_ <= 0; });
   }
 
  private:

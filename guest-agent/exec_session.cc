@@ -95,12 +95,7 @@ class SessionRegistry {
 
   bool WaitUntilNone(absl::Time deadline) {
     std::unique_lock lock(mu_);
-    while (live_ > 0) {
-      absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) return false;
-      idle_.wait_for(lock, absl::ToChronoMilliseconds(left) + std::chrono::milliseconds(1));
-    }
-    return true;
+    return idle_.wait_until(lock, absl::ToChronoTime(deadline), [&] { return live_ <= 0; });
   }
   int live() const {
     std::lock_guard lock(mu_);
