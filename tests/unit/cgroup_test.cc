@@ -179,6 +179,8 @@ TEST(DescribeUnenforcedLimits, SaysWhichLimitsAreNotEnforcedAndWhy) {
 
 // --- a cgroup tree stood in by plain files ----------------------------------------------------
 
+constexpr char kAllControllers[] = "cpuset cpu io memory hugetlb pids rdma misc\n";
+
 class FakeCgroupTree : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -205,6 +207,15 @@ class FakeCgroupTree : public ::testing::Test {
     if (has.cpu) Write(relative + "/cpu.max", "max 100000\n");
   }
 
+  // Every limit controller delegated from the mount down to the environment app-1a2b.
+  CgroupTree TreeWithEnvironment() {
+    MakeCgroup("", kAllControllers);
+    MakeCgroup("llima-box", "cpu memory pids\n");
+    CgroupTree tree = CgroupTree::Prepare(mount_, "llima-box");
+    MakeCgroup("llima-box/app-1a2b", "cpu memory pids\n");
+    return tree;
+  }
+
   std::string Path(const std::string& relative) const {
     return relative.empty() ? mount_ : mount_ + "/" + relative;
   }
@@ -224,8 +235,6 @@ class FakeCgroupTree : public ::testing::Test {
 
   std::string mount_;
 };
-
-constexpr char kAllControllers[] = "cpuset cpu io memory hugetlb pids rdma misc\n";
 
 TEST_F(FakeCgroupTree, EnablesTheControllersFromTheMountDownToTheEnvironmentsDirectory) {
   MakeCgroup("", kAllControllers, "cpuset io\n");
@@ -260,10 +269,7 @@ TEST_F(FakeCgroupTree, CreatesTheEnvironmentsDirectory) {
 }
 
 TEST_F(FakeCgroupTree, WritesTheLimitsIntoTheEnvironmentsCgroup) {
-  MakeCgroup("", kAllControllers);
-  MakeCgroup("llima-box", "cpu memory pids\n");
-  CgroupTree tree = CgroupTree::Prepare(mount_, "llima-box");
-  MakeCgroup("llima-box/app-1a2b", "cpu memory pids\n");
+  CgroupTree tree = TreeWithEnvironment();
   ASSERT_TRUE(tree.Create("app-1a2b").ok());
   absl::StatusOr<v1::LimitsEnforcement> enforced =
       tree.ApplyLimits("app-1a2b", MakeResourceLimits(256 << 20, 64, 1500));
@@ -282,10 +288,7 @@ TEST_F(FakeCgroupTree, WritesTheLimitsIntoTheEnvironmentsCgroup) {
 }
 
 TEST_F(FakeCgroupTree, LeavesSwapAloneWhereTheKernelDoesNotAccountIt) {
-  MakeCgroup("", kAllControllers);
-  MakeCgroup("llima-box", "cpu memory pids\n");
-  CgroupTree tree = CgroupTree::Prepare(mount_, "llima-box");
-  MakeCgroup("llima-box/app-1a2b", "cpu memory pids\n");
+  CgroupTree tree = TreeWithEnvironment();
   ASSERT_EQ(unlink(Path("llima-box/app-1a2b/memory.swap.max").c_str()), 0);
   ASSERT_TRUE(tree.ApplyLimits("app-1a2b", MakeResourceLimits(256 << 20, 64, 1500)).ok());
   EXPECT_EQ(Read("llima-box/app-1a2b/memory.max"), "268435456");
@@ -358,10 +361,7 @@ TEST_F(FakeCgroupTree, AControllerMissingFromTheEnvironmentsCgroupIsNotEnforced)
 }
 
 TEST_F(FakeCgroupTree, AValueTheKernelRefusesIsAnError) {
-  MakeCgroup("", kAllControllers);
-  MakeCgroup("llima-box", "cpu memory pids\n");
-  CgroupTree tree = CgroupTree::Prepare(mount_, "llima-box");
-  MakeCgroup("llima-box/app-1a2b", "cpu memory pids\n");
+  CgroupTree tree = TreeWithEnvironment();
   // Not writable as a file: the write fails as a refused value would.
   ASSERT_EQ(unlink(Path("llima-box/app-1a2b/pids.max").c_str()), 0);
   ASSERT_EQ(mkdir(Path("llima-box/app-1a2b/pids.max").c_str(), 0755), 0);
