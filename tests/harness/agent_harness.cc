@@ -23,6 +23,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "cgroup.h"
 #include "gtest/gtest.h"
@@ -561,6 +562,28 @@ llima::v1::Environment CreateEnvironmentOrFail(llima::v1::AgentService::Stub& st
 
 bool HostSees(const std::string& needle) {
   return HostOutput("ps -eo args").find(needle) != std::string::npos;
+}
+
+::testing::AssertionResult TakeAwayWhatARebootWould(const AgentProcess& agent,
+                                                    const std::string& name) {
+  std::string init_pid(absl::StripAsciiWhitespace(HostOutput("pgrep -f '^llima-init " + name + "'")));
+  if (init_pid.empty()) return ::testing::AssertionFailure() << "no init of " << name;
+  if (kill(std::stoi(init_pid), SIGKILL) != 0 || !GoneWithin("llima-init " + name, 5000)) {
+    return ::testing::AssertionFailure() << "the init of " << name << " did not end";
+  }
+  std::string pin = agent.state_dir() + "/envs/" + name + "/mnt";
+  if (umount2(pin.c_str(), MNT_DETACH) != 0) {
+    return ::testing::AssertionFailure() << "unmount " << pin << ": " << strerror(errno);
+  }
+  if (!agent.cgroup_root().empty()) {
+    std::string cgroup = agent.cgroup_root() + "/" + name;
+    for (int i = 0; i < 100 && rmdir(cgroup.c_str()) != 0; ++i) usleep(20000);
+    struct stat st;
+    if (stat(cgroup.c_str(), &st) == 0) {
+      return ::testing::AssertionFailure() << cgroup << " could not be removed";
+    }
+  }
+  return ::testing::AssertionSuccess();
 }
 
 bool GoneWithin(const std::string& needle, int ms) {

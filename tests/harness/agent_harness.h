@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "gtest/gtest.h"
 #include "llima/v1/agent.grpc.pb.h"
 
 namespace llima::testing {
@@ -168,6 +169,11 @@ grpc::Status CallList(llima::v1::AgentService::Stub& stub,
 // Creates the environment of `project_path`; a failed call is an empty name and a test failure.
 llima::v1::Environment CreateEnvironmentOrFail(llima::v1::AgentService::Stub& stub,
                                                const std::string& project_path);
+
+// What a reboot of the VM takes from environment `name` of an agent that is not running: its
+// processes, the pin of its namespaces and its cgroup. Its record and home stay.
+::testing::AssertionResult TakeAwayWhatARebootWould(const AgentProcess& agent,
+                                                    const std::string& name);
 
 // Whether some process on the host has `needle` in its command line.
 bool HostSees(const std::string& needle);

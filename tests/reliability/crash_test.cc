@@ -3,8 +3,6 @@
 // environment is either complete and working or entirely gone, and nothing else is left.
 
 #include <signal.h>
-#include <sys/mount.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -146,19 +144,7 @@ TEST_F(CrashTest, EnvironmentsAreRebuiltAfterAReboot) {
   ResourceSnapshot running = TakeResourceSnapshot(*agent_);
 
   agent_->Kill9();
-  // What a reboot takes away: every process, the pin, the cgroup.
-  std::string init_pid = HostOutput("pgrep -f '^llima-init " + name + "'");
-  ASSERT_FALSE(init_pid.empty());
-  ASSERT_EQ(kill(std::stoi(init_pid), SIGKILL), 0);
-  ASSERT_TRUE(GoneWithin("llima-init " + name, 5000));
-  std::string pin = agent_->state_dir() + "/envs/" + name + "/mnt";
-  ASSERT_EQ(umount2(pin.c_str(), MNT_DETACH), 0);
-  std::string cgroup = agent_->cgroup_root().empty() ? "" : agent_->cgroup_root() + "/" + name;
-  if (!cgroup.empty()) {
-    for (int i = 0; i < 100 && rmdir(cgroup.c_str()) != 0; ++i) usleep(20000);
-    struct stat st;
-    ASSERT_NE(stat(cgroup.c_str(), &st), 0) << cgroup << " could not be removed";
-  }
+  ASSERT_TRUE(TakeAwayWhatARebootWould(*agent_, name));
 
   agent_->Start();
   std::vector<v1::Environment> envs = ListCall(agent_->stub());

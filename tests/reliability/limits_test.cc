@@ -9,7 +9,6 @@
 // else would bound them. Each scenario prints what it observed.
 
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -298,16 +297,7 @@ TEST_F(LimitsTest, LimitsSurviveAnAgentRestartAndAReboot) {
 
   // Reboot: no init, no pin, no cgroup; the record alone brings the limits back.
   agent_->Kill9();
-  std::string init_pid = Trim(HostOutput("pgrep -f '^llima-init " + name + "'"));
-  ASSERT_FALSE(init_pid.empty());
-  ASSERT_EQ(kill(std::stoi(init_pid), SIGKILL), 0);
-  ASSERT_TRUE(GoneWithin("llima-init " + name, 5000));
-  std::string pin = agent_->state_dir() + "/envs/" + name + "/mnt";
-  ASSERT_EQ(umount2(pin.c_str(), MNT_DETACH), 0);
-  std::string cgroup = agent_->cgroup_root() + "/" + name;
-  for (int i = 0; i < 100 && rmdir(cgroup.c_str()) != 0; ++i) usleep(20000);
-  struct stat st;
-  ASSERT_NE(stat(cgroup.c_str(), &st), 0) << cgroup << " could not be removed";
+  ASSERT_TRUE(TakeAwayWhatARebootWould(*agent_, name));
 
   agent_->Start();
   v1::Environment rebuilt;
