@@ -138,7 +138,9 @@ TEST_F(AgentTest, TheForkServersMountTableDoesNotGrowWithTheEnvironments) {
   pid_t fork_server = 0;
   for (absl::string_view pid : absl::StrSplit(children, ' ', absl::SkipWhitespace())) {
     std::string comm = HostOutput(absl::StrCat("cat /proc/", pid, "/cmdline"));
-    if (absl::StrContains(comm, "fork server")) ASSERT_TRUE(absl::SimpleAtoi(pid, &fork_server));
+    if (absl::StrContains(comm, "fork server")) {
+      ASSERT_TRUE(absl::SimpleAtoi(pid, &fork_server));
+    }
   }
   ASSERT_GT(fork_server, 0) << "no fork server among the agent's children: " << children;
   auto mounts = [](pid_t pid) {

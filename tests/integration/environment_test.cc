@@ -192,7 +192,7 @@ TEST_F(EnvironmentTest, ProjectMountDoesNotPropagateFromTheVm) {
 }
 
 TEST_F(EnvironmentTest, SystemDirectoriesAreReadOnly) {
-  for (const std::string& path : {"/etc/x", "/usr/x", "/x", "/opt/x", "/usr/local/x"}) {
+  for (const std::string path : {"/etc/x", "/usr/x", "/x", "/opt/x", "/usr/local/x"}) {
     ExecResult r = In(*env_a_, "touch " + path);
     EXPECT_NE(r.exit_code, 0);
     EXPECT_THAT(r.err, HasSubstr("Read-only file system")) << path;
