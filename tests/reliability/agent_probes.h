@@ -5,6 +5,8 @@
 // threads and descriptors checked to come back), and clients with a connection of their own.
 
 #include <dirent.h>
+#include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -20,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "gtest/gtest.h"
 #include "llima/v1/agent.grpc.pb.h"
 #include "read_file.h"
 #include "unique_fd.h"
@@ -87,6 +90,21 @@ inline UniqueFd ConnectSilently(const std::string& socket_path) {
   memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
   if (connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) return {};
   return fd;
+}
+
+// Reads `fd` until the agent ends the connection (the end of the stream, or a reset), each read
+// waiting at most `timeout_ms`.
+inline ::testing::AssertionResult ClosedByTheAgent(int fd, int timeout_ms) {
+  char buffer[4096];
+  ssize_t n;
+  do {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) != 1) {
+      return ::testing::AssertionFailure() << "nothing to read within " << timeout_ms << " ms";
+    }
+  } while ((n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT)) > 0);
+  if (n == 0 || errno == ECONNRESET) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << strerror(errno);
 }
 
 }  // namespace llima::testing
