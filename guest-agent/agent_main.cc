@@ -31,6 +31,7 @@
 #include "fault_injection.h"
 #include "fork_server.h"
 #include "log.h"
+#include "mutex_checks.h"
 #include "posix_error.h"
 #include "process_title.h"
 #include "project_path.h"
@@ -379,6 +380,7 @@ int Run(int argc, char** argv) {
 }  // namespace llima
 
 int main(int argc, char** argv) {
+  llima::SkipMutexDeadlockDetection();
   llima::RememberArgumentArea(argc, argv);
   return llima::Run(argc, argv);
 }

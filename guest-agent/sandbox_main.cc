@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "agent_client.h"
+#include "mutex_checks.h"
 #include "terminal_session.h"
 
 namespace llima {
@@ -50,4 +51,7 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace llima
 
-int main(int argc, char** argv) { return llima::Run(argc, argv); }
+int main(int argc, char** argv) {
+  llima::SkipMutexDeadlockDetection();
+  return llima::Run(argc, argv);
+}

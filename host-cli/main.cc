@@ -17,6 +17,7 @@
 #include "agent_source.h"
 #include "google/protobuf/util/json_util.h"
 #include "lima_driver.h"
+#include "mutex_checks.h"
 #include "naming.h"
 #include "terminal_session.h"
 
@@ -482,4 +483,7 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace llima
 
-int main(int argc, char** argv) { return llima::Run(argc, argv); }
+int main(int argc, char** argv) {
+  llima::SkipMutexDeadlockDetection();
+  return llima::Run(argc, argv);
+}
