@@ -48,9 +48,9 @@ class AgentClient {
   std::unique_ptr<v1::AgentService::Stub> stub_;
 };
 
-// Ends the program with `status` once a command run in an environment has ended: flushes stdio
-// and leaves at once, without joining the gRPC library's threads (which costs several ms, a large
-// part of a short `llima-box shell -- cmd`). Call it only when nothing else is left to do.
+// Ends the program with `status`: flushes stdio and leaves at once, without joining the gRPC
+// library's threads or destroying its channels (which costs several ms, a large part of a short
+// `llima-box shell -- cmd` or `llima-box list`). Call it only when nothing else is left to do.
 [[noreturn]] void ExitAfterCommand(int status);
 
 }  // namespace llima
