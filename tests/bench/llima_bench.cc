@@ -6,7 +6,8 @@
 //
 // - CreateEnvironment (agent side) against the original create-namespace.sh;
 // - `llima-box shell <path> -- true` against `nsenter --mount=<pin> true` and the original
-//   `sandbox.sh <env> <path> true`;
+//   `sandbox.sh <env> <path> true`, and with what the CLI costs before any command runs:
+//   `llima-box --version` (its start) and `llima-box list` (its start and one call);
 // - Exec `true` through a connected client;
 // - stdout of `head -c SIZE /dev/zero` through Exec against the same through a pipe;
 // - N environments: the last creates against the first, List at N, the agent's memory, delete.
@@ -92,6 +93,9 @@ void MeasureAgent(const RunSize& size, SuiteResults* results) {
   RegisterLatency("llima-box --version", size.commands, [&] {
     return TimeCommand({LLIMA_BOX_BINARY, "--version"});
   });
+  RegisterLatency("llima-box list", size.commands, [&] {
+    return TimeCommand({LLIMA_BOX_BINARY, "--socket", agent.socket_path(), "list"});
+  });
   RegisterLatency("nsenter", size.commands, [&] {
     return TimeCommand({"nsenter", "--mount=" + pin, "true"});
   });
@@ -135,6 +139,7 @@ void MeasureAgent(const RunSize& size, SuiteResults* results) {
   results->exec_true = figures.Get("ExecTrue");
   results->shell = figures.Get("llima-box shell");
   results->cli_start = figures.Get("llima-box --version");
+  results->cli_one_call = figures.Get("llima-box list");
   results->nsenter = figures.Get("nsenter");
   results->exec_stream = figures.Get("ExecStdout");
   results->pipe_stream = figures.Get("PipeStdout");
