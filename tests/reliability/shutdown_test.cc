@@ -142,6 +142,35 @@ TEST_F(ShutdownTest, IdleClientsDoNotHoldTheStop) {
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
+// The fork server would die with the agent anyway (PR_SET_PDEATHSIG), but as its orphan: it
+// would fall to PID 1 (here to the harness, a subreaper), and a PID 1 that does not reap keeps
+// it a zombie for good. The agent ends and reaps it on its way out.
+TEST_F(ShutdownTest, TheAgentReapsItsForkServerWhenItStops) {
+  agent_->Start();
+  const std::string children = ReadFileOrEmpty(
+      absl::StrCat("/proc/", agent_->pid(), "/task/", agent_->pid(), "/children"));
+  pid_t fork_server = 0;
+  for (absl::string_view child : absl::StrSplit(children, ' ', absl::SkipEmpty())) {
+    pid_t pid;
+    if (absl::SimpleAtoi(child, &pid) &&
+        absl::StrContains(ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/cmdline")),
+                          "fork server")) {
+      fork_server = pid;
+    }
+  }
+  ASSERT_GT(fork_server, 0) << "no fork server among the agent's children: " << children;
+
+  StopWithSigterm();
+  pid_t found = waitpid(fork_server, nullptr, WNOHANG);
+  int error = errno;
+  EXPECT_EQ(found, -1) << "the fork server outlived the agent and was left to this process";
+  EXPECT_EQ(error, ECHILD);
+  if (found == 0) {
+    kill(fork_server, SIGKILL);
+    waitpid(fork_server, nullptr, 0);
+  }
+}
+
 // Four clients create and delete their own environment in a loop while SIGTERM arrives. A call
 // either completes with its real answer, or fails (UNAVAILABLE) and was not carried out:
 // after a restart, each environment exists exactly when the client's last successful call was
