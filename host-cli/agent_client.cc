@@ -52,6 +52,29 @@ UniqueFd ConnectNow(const std::string& socket_path) {
   return fd;
 }
 
+// Without terminal resizes to forward, input that is over before the command starts (no stdin,
+// /dev/null, a pipe closed already) is ended from the calling thread: starting and joining the
+// pump thread is a good part of a short command's time. Sends what stdin has at once (its end,
+// or a first chunk) and returns whether the input is over.
+bool SendInputAlreadyThere(grpc::ClientReaderWriter<v1::ExecRequest, v1::ExecResponse>& stream,
+                           int stdin_fd, std::string& buffer) {
+  ssize_t n = -1;
+  if (stdin_fd >= 0) {
+    pollfd ready{stdin_fd, POLLIN, 0};
+    if (poll(&ready, 1, 0) != 1 || !(ready.revents & (POLLIN | POLLHUP))) return false;
+    n = read(stdin_fd, buffer.data(), buffer.size());
+    if (n < 0) return false;  // the pump reads again, and reports
+  }
+  v1::ExecRequest request;
+  if (n > 0) {
+    request.set_stdin(buffer.data(), static_cast<size_t>(n));
+    return !stream.Write(request);
+  }
+  request.set_close_stdin(true);
+  if (stream.Write(request)) stream.WritesDone();
+  return true;
+}
+
 }  // namespace
 
 AgentClient::AgentClient(const std::string& socket_path) : socket_path_(socket_path) {
@@ -140,10 +163,11 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
 
   // Input (stdin and terminal resizes) is pumped by its own thread, the only one writing to
   // the stream; `stop` ends it once the process has exited.
+  std::string buffer(kStdinChunk, '\0');
+  bool stdin_open = io.stdin_fd >= 0;
+  bool input_over = io.resize_fd < 0 && SendInputAlreadyThere(*stream, io.stdin_fd, buffer);
   UniqueFd stop(eventfd(0, EFD_CLOEXEC));
-  std::thread pump([&] {
-    std::string buffer(kStdinChunk, '\0');
-    bool stdin_open = io.stdin_fd >= 0;
+  auto pump_input = [&] {
     for (;;) {
       pollfd pfds[3] = {{stop.get(), POLLIN, 0},
                         {io.resize_fd, POLLIN, 0},
@@ -182,7 +206,9 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
       if (!stream->Write(close)) return;
     }
     stream->WritesDone();
-  });
+  };
+  std::optional<std::thread> pump;
+  if (!input_over) pump.emplace(pump_input);
 
   std::optional<v1::ExecExited> exited;
   bool output_closed = false;
@@ -212,7 +238,7 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
   uint64_t one = 1;
   (void)!write(stop.get(), &one, sizeof(one));
   // The call is over, so a Write the pump may be blocked in returns false now.
-  pump.join();
+  if (pump) pump->join();
   grpc::Status status = stream->Finish();
   if (exited) return *exited;
   if (output_closed) return absl::AbortedError("the output was closed; the command was ended");

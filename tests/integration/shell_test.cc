@@ -137,6 +137,21 @@ TEST_F(ShellTest, WithoutATerminalStreamsStaySeparate) {
   EXPECT_EQ(HostOutput("cat " + scratch_->path() + "/err.txt"), "err\n");
 }
 
+// Input that is all there before the command starts (a file larger than one stdin message, an
+// empty one) and input that arrives later through a pipe both reach the command, whole.
+TEST_F(ShellTest, WithoutATerminalStdinArrivesWholeWhetherReadyOrLate) {
+  const std::string input = scratch_->path() + "/input.bin";
+  ASSERT_EQ(system(absl::StrCat("head -c 300000 /dev/urandom > '", input, "'").c_str()), 0);
+  std::string box = absl::StrCat("LLIMA_BOX_SOCKET='", agent_->socket_path(), "' '",
+                                 LLIMA_BOX_BINARY, "' shell '", project_, "' -- ");
+  EXPECT_EQ(HostOutput(absl::StrCat(box, "md5sum <'", input, "'")),
+            HostOutput(absl::StrCat("md5sum <'", input, "'")));
+  EXPECT_EQ(HostOutput(absl::StrCat(box, "wc -c </dev/null")), "0\n");
+  EXPECT_EQ(HostOutput(absl::StrCat("(sleep 0.3; echo late; sleep 0.2; echo later) | ", box,
+                                    "cat")),
+            "late\nlater\n");
+}
+
 TEST_F(ShellTest, SandboxEntersAnEnvironmentByName) {
   auto shell = Shell({"true"});
   ASSERT_EQ(shell->Wait(), 0);
