@@ -7,7 +7,8 @@
 // - CreateEnvironment (agent side) against the original create-namespace.sh;
 // - `llima-box shell <path> -- true` against `nsenter --mount=<pin> true` and the original
 //   `sandbox.sh <env> <path> true`, and with what the CLI costs before any command runs:
-//   `llima-box --version` (its start) and `llima-box list` (its start and one call);
+//   `llima-box --version` (its start) and `llima-box create <path>` of the existing
+//   environment (its start and the first of shell's two calls);
 // - Exec `true` through a connected client;
 // - stdout of `head -c SIZE /dev/zero` through Exec against the same through a pipe;
 // - N environments: the last creates against the first, List at N, the agent's memory, delete.
@@ -93,8 +94,8 @@ void MeasureAgent(const RunSize& size, SuiteResults* results) {
   RegisterLatency("llima-box --version", size.commands, [&] {
     return TimeCommand({LLIMA_BOX_BINARY, "--version"});
   });
-  RegisterLatency("llima-box list", size.commands, [&] {
-    return TimeCommand({LLIMA_BOX_BINARY, "--socket", agent.socket_path(), "list"});
+  RegisterLatency("llima-box create", size.commands, [&] {
+    return TimeCommand({LLIMA_BOX_BINARY, "--socket", agent.socket_path(), "create", project});
   });
   RegisterLatency("nsenter", size.commands, [&] {
     return TimeCommand({"nsenter", "--mount=" + pin, "true"});
@@ -139,7 +140,7 @@ void MeasureAgent(const RunSize& size, SuiteResults* results) {
   results->exec_true = figures.Get("ExecTrue");
   results->shell = figures.Get("llima-box shell");
   results->cli_start = figures.Get("llima-box --version");
-  results->cli_one_call = figures.Get("llima-box list");
+  results->cli_one_call = figures.Get("llima-box create");
   results->nsenter = figures.Get("nsenter");
   results->exec_stream = figures.Get("ExecStdout");
   results->pipe_stream = figures.Get("PipeStdout");

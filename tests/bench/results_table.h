@@ -29,7 +29,7 @@ struct SuiteResults {
   std::optional<Latency> create_baseline;  // create-namespace.sh
   std::optional<Latency> shell;            // llima-box shell -- true
   std::optional<Latency> cli_start;        // llima-box --version: the CLI's start alone
-  std::optional<Latency> cli_one_call;     // llima-box list: the start and one call
+  std::optional<Latency> cli_one_call;     // llima-box create of the existing environment
   std::optional<Latency> nsenter;          // nsenter --mount=<pin> true
   std::optional<Latency> sandbox;          // sandbox.sh <env> <path> true
   std::optional<Latency> exec_true;
