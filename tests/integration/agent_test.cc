@@ -143,9 +143,17 @@ TEST_F(AgentTest, TheForkServersMountTableDoesNotGrowWithTheEnvironments) {
     }
   }
   ASSERT_GT(fork_server, 0) << "no fork server among the agent's children: " << children;
-  auto mounts = [](pid_t pid) {
+  // Mounts on this agent's state directory only: agents of tests running alongside (ctest -j)
+  // mount their own meanwhile, and those propagate into every namespace.
+  const std::string state_dir = agent_->state_dir();
+  auto mounts = [&state_dir](pid_t pid) {
     std::string table = HostOutput(absl::StrCat("cat /proc/", pid, "/mountinfo"));
-    return std::count(table.begin(), table.end(), '\n');
+    long count = 0;
+    for (absl::string_view line : absl::StrSplit(table, '\n', absl::SkipEmpty())) {
+      std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+      if (fields.size() > 4 && absl::StartsWith(fields[4], state_dir)) ++count;
+    }
+    return count;
   };
   long agent_before = mounts(agent_->pid());
   long fork_server_before = mounts(fork_server);
