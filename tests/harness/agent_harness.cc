@@ -24,6 +24,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cgroup.h"
 #include "gtest/gtest.h"
@@ -183,6 +184,14 @@ void AgentProcess::Start(const std::vector<std::string>& extra_args,
     _exit(127);
   }
   // Connect only once the socket exists: a channel that fails to connect backs off for seconds.
+  auto started = std::chrono::steady_clock::now();
+  auto since_start = [&] {
+    return absl::StrCat(std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - started)
+                            .count(),
+                        " ms");
+  };
+  std::string socket_seen = "never";
   for (int i = 0; i < 1000; ++i) {
     int status;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -190,7 +199,10 @@ void AgentProcess::Start(const std::vector<std::string>& extra_args,
       throw std::runtime_error("llima-agent exited at start:\n" + log());
     }
     struct stat st;
-    if (stat(socket_path_.c_str(), &st) == 0) break;
+    if (stat(socket_path_.c_str(), &st) == 0) {
+      socket_seen = absl::StrCat("after ", since_start());
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   // The file appears at bind(), a moment before listen(): retry connecting quickly.
@@ -201,14 +213,19 @@ void AgentProcess::Start(const std::vector<std::string>& extra_args,
   args.SetMaxReceiveMessageSize(64 << 20);
   stub_ = llima::v1::AgentService::NewStub(grpc::CreateCustomChannel(
       "unix:" + socket_path_, grpc::InsecureChannelCredentials(), args));
+  grpc::Status last;
   for (int i = 0; i < 500; ++i) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
     llima::v1::ListEnvironmentsResponse response;
-    if (stub_->ListEnvironments(&context, {}, &response).ok()) return;
+    last = stub_->ListEnvironments(&context, {}, &response);
+    if (last.ok()) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  throw std::runtime_error("llima-agent did not answer:\n" + log());
+  throw std::runtime_error(absl::StrCat(
+      "llima-agent did not answer within ", since_start(), " (its socket appeared ", socket_seen,
+      "; the last of 500 calls: code ", last.error_code(), ", ", last.error_message(), "):\n",
+      log()));
 }
 
 void AgentProcess::Kill9() {
@@ -547,6 +564,20 @@ grpc::Status CallList(llima::v1::AgentService::Stub& stub,
   grpc::ClientContext context;
   SetDeadline(context);
   return stub.ListEnvironments(&context, {}, response);
+}
+
+std::string RunSuiteSetUp(const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  if (::testing::Test::HasFailure()) return "SetUpTestSuite failed (see above)";
+  return "";
+}
+
+void RequireRoot(const std::string& why) {
+  if (geteuid() != 0) throw std::runtime_error(why);
 }
 
 llima::v1::Environment CreateEnvironmentOrFail(llima::v1::AgentService::Stub& stub,

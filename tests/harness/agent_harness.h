@@ -7,6 +7,7 @@
 #include <termios.h>
 
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -165,6 +166,14 @@ grpc::Status CallCreate(llima::v1::AgentService::Stub& stub, const std::string& 
 grpc::Status CallDelete(llima::v1::AgentService::Stub& stub, const std::string& name);
 grpc::Status CallList(llima::v1::AgentService::Stub& stub,
                       llima::v1::ListEnvironmentsResponse* response);
+
+// For fixtures that set up one agent for the whole suite in SetUpTestSuite. gtest reports every
+// test of a suite whose SetUpTestSuite failed fatally (an ASSERT, an exception) as skipped, and
+// ctest then counts them as skipped, not failed. So the set-up runs through RunSuiteSetUp, which
+// returns what went wrong (empty when nothing did) instead, and each test's SetUp asserts that
+// it is empty. Inside it, RequireRoot and the harness throw rather than ASSERT.
+std::string RunSuiteSetUp(const std::function<void()>& body);
+void RequireRoot(const std::string& why);
 
 // Creates the environment of `project_path`; a failed call is an empty name and a test failure.
 llima::v1::Environment CreateEnvironmentOrFail(llima::v1::AgentService::Stub& stub,

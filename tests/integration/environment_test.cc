@@ -32,15 +32,18 @@ std::string Trim(const std::string& s) { return std::string(absl::StripAsciiWhit
 class EnvironmentTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(geteuid(), 0u) << "integration tests need root: they create namespaces and mounts";
-    scratch_ = new ScratchDir();
-    agent_ = new AgentProcess(scratch_->path());
-    project_a_ = scratch_->MakeDir("projects/alpha", kOwner, kOwnerGroup);
-    project_b_ = scratch_->MakeDir("projects/beta", kOwner, kOwnerGroup);
-    agent_->Start();
-    env_a_ = new std::string(CreateOrDie(project_a_));
-    env_b_ = new std::string(CreateOrDie(project_b_));
+    setup_error_ = RunSuiteSetUp([] {
+      RequireRoot("integration tests need root: they create namespaces and mounts");
+      scratch_ = new ScratchDir();
+      agent_ = new AgentProcess(scratch_->path());
+      project_a_ = scratch_->MakeDir("projects/alpha", kOwner, kOwnerGroup);
+      project_b_ = scratch_->MakeDir("projects/beta", kOwner, kOwnerGroup);
+      agent_->Start();
+      env_a_ = new std::string(CreateOrDie(project_a_));
+      env_b_ = new std::string(CreateOrDie(project_b_));
+    });
   }
+  void SetUp() override { ASSERT_EQ(setup_error_, "") << "the suite's set-up failed"; }
 
   static void TearDownTestSuite() {
     delete agent_;
@@ -91,6 +94,7 @@ class EnvironmentTest : public ::testing::Test {
     return absl::StrSplit(out, '\n', absl::SkipEmpty());
   }
 
+  static inline std::string setup_error_;
   static inline ScratchDir* scratch_ = nullptr;
   static inline AgentProcess* agent_ = nullptr;
   static inline std::string project_a_;

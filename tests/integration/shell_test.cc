@@ -21,18 +21,21 @@ constexpr uid_t kOwner = 4242;
 class ShellTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(geteuid(), 0u) << "integration tests need root";
-    scratch_ = new ScratchDir();
-    agent_ = new AgentProcess(scratch_->path());
-    agent_->Start();
-    project_ = scratch_->MakeDir("projects/shelled", kOwner, kOwner);
+    setup_error_ = RunSuiteSetUp([] {
+      RequireRoot("integration tests need root");
+      scratch_ = new ScratchDir();
+      agent_ = new AgentProcess(scratch_->path());
+      agent_->Start();
+      project_ = scratch_->MakeDir("projects/shelled", kOwner, kOwner);
+    });
   }
+  void SetUp() override { ASSERT_EQ(setup_error_, "") << "the suite's set-up failed"; }
   static void TearDownTestSuite() {
     delete agent_;
     delete scratch_;
   }
   void TearDown() override {
-    if (HasFailure()) std::cerr << "---- agent log ----\n" << agent_->log();
+    if (HasFailure() && agent_ != nullptr) std::cerr << "---- agent log ----\n" << agent_->log();
   }
 
   static std::vector<std::string> Env() {
@@ -46,6 +49,7 @@ class ShellTest : public ::testing::Test {
     return std::make_unique<PtyProcess>(argv, Env(), rows, cols);
   }
 
+  static inline std::string setup_error_;
   static inline ScratchDir* scratch_ = nullptr;
   static inline AgentProcess* agent_ = nullptr;
   static inline std::string project_;

@@ -24,21 +24,24 @@ constexpr uid_t kOwner = 4242;
 class TerminalTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(geteuid(), 0u) << "integration tests need root";
-    scratch_ = new ScratchDir();
-    agent_ = new AgentProcess(scratch_->path());
-    agent_->Start();
-    for (int i = 0; i < 5; ++i) {
-      std::string project = scratch_->MakeDir(absl::StrCat("projects/p", i), kOwner, kOwner);
-      envs_.push_back(CreateEnvironmentOrFail(agent_->stub(), project).name());
-    }
+    setup_error_ = RunSuiteSetUp([] {
+      RequireRoot("integration tests need root");
+      scratch_ = new ScratchDir();
+      agent_ = new AgentProcess(scratch_->path());
+      agent_->Start();
+      for (int i = 0; i < 5; ++i) {
+        std::string project = scratch_->MakeDir(absl::StrCat("projects/p", i), kOwner, kOwner);
+        envs_.push_back(CreateEnvironmentOrFail(agent_->stub(), project).name());
+      }
+    });
   }
+  void SetUp() override { ASSERT_EQ(setup_error_, "") << "the suite's set-up failed"; }
   static void TearDownTestSuite() {
     delete agent_;
     delete scratch_;
   }
   void TearDown() override {
-    if (HasFailure()) std::cerr << "---- agent log ----\n" << agent_->log();
+    if (HasFailure() && agent_ != nullptr) std::cerr << "---- agent log ----\n" << agent_->log();
   }
 
   static v1::ExecStart Start(std::vector<std::string> argv, bool tty = true, uint32_t rows = 0,
@@ -54,6 +57,7 @@ class TerminalTest : public ::testing::Test {
   }
 
 
+  static inline std::string setup_error_;
   static inline ScratchDir* scratch_ = nullptr;
   static inline AgentProcess* agent_ = nullptr;
   static inline std::vector<std::string> envs_;

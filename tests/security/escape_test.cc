@@ -72,32 +72,38 @@ std::string OtherProcess() {
 class EscapeTest : public ::testing::TestWithParam<Case> {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(geteuid(), 0u) << "security tests need root";
-    if (Runner() != nullptr) {
-      const char* other = getenv("LLIMA_ESCAPE_OTHER_PROJECT");
-      ASSERT_NE(other, nullptr) << "LLIMA_ESCAPE_RUNNER needs LLIMA_ESCAPE_OTHER_PROJECT";
-      other_project_ = other;
-      return;
-    }
-    scratch_ = new ScratchDir();
-    agent_ = new AgentProcess(scratch_->path());
-    agent_->Start();
-    for (const char* p : {"projects/mine", "projects/other"}) {
-      envs_.push_back(
-          CreateEnvironmentOrFail(agent_->stub(), scratch_->MakeDir(p, 4242, 4242)).name());
-    }
-    other_project_ = scratch_->path() + "/projects/other";
-    // A secret in the other project, and a process of the other environment.
-    std::string secret = other_project_ + "/secret";
-    FILE* f = fopen(secret.c_str(), "w");
-    fputs("s3cret", f);
-    fclose(f);
-    Exec(agent_->stub(), envs_[1], {"sh", "-c", "sleep 940 >/dev/null 2>&1 &"});
+    setup_error_ = RunSuiteSetUp([] {
+      RequireRoot("security tests need root");
+      if (Runner() != nullptr) {
+        const char* other = getenv("LLIMA_ESCAPE_OTHER_PROJECT");
+        if (other == nullptr) {
+          throw std::runtime_error("LLIMA_ESCAPE_RUNNER needs LLIMA_ESCAPE_OTHER_PROJECT");
+        }
+        other_project_ = other;
+        return;
+      }
+      scratch_ = new ScratchDir();
+      agent_ = new AgentProcess(scratch_->path());
+      agent_->Start();
+      for (const char* p : {"projects/mine", "projects/other"}) {
+        envs_.push_back(
+            CreateEnvironmentOrFail(agent_->stub(), scratch_->MakeDir(p, 4242, 4242)).name());
+      }
+      other_project_ = scratch_->path() + "/projects/other";
+      // A secret in the other project, and a process of the other environment.
+      std::string secret = other_project_ + "/secret";
+      FILE* f = fopen(secret.c_str(), "w");
+      fputs("s3cret", f);
+      fclose(f);
+      Exec(agent_->stub(), envs_[1], {"sh", "-c", "sleep 940 >/dev/null 2>&1 &"});
+    });
   }
+  void SetUp() override { ASSERT_EQ(setup_error_, "") << "the suite's set-up failed"; }
   static void TearDownTestSuite() {
     delete agent_;
     delete scratch_;
   }
+  static inline std::string setup_error_;
   static inline ScratchDir* scratch_ = nullptr;
   static inline AgentProcess* agent_ = nullptr;
   static inline std::vector<std::string> envs_;

@@ -45,13 +45,16 @@ for name, nr in numbers.items():
 class SeccompTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(geteuid(), 0u) << "security tests need root";
-    scratch_ = new ScratchDir();
-    agent_ = new AgentProcess(scratch_->path());
-    agent_->Start();
-    std::string project = scratch_->MakeDir("projects/hostile", 4242, 4242);
-    env_ = new std::string(CreateEnvironmentOrFail(agent_->stub(), project).name());
+    setup_error_ = RunSuiteSetUp([] {
+      RequireRoot("security tests need root");
+      scratch_ = new ScratchDir();
+      agent_ = new AgentProcess(scratch_->path());
+      agent_->Start();
+      std::string project = scratch_->MakeDir("projects/hostile", 4242, 4242);
+      env_ = new std::string(CreateEnvironmentOrFail(agent_->stub(), project).name());
+    });
   }
+  void SetUp() override { ASSERT_EQ(setup_error_, "") << "the suite's set-up failed"; }
   static void TearDownTestSuite() {
     delete agent_;
     delete scratch_;
@@ -59,6 +62,7 @@ class SeccompTest : public ::testing::Test {
   static ExecResult In(const std::vector<std::string>& argv, bool tty = false) {
     return Exec(agent_->stub(), *env_, argv, {.tty = tty});
   }
+  static inline std::string setup_error_;
   static inline ScratchDir* scratch_ = nullptr;
   static inline AgentProcess* agent_ = nullptr;
   static inline std::string* env_ = nullptr;
