@@ -320,13 +320,11 @@ int Run(int argc, char** argv) {
                         " connections and ", max_exec_calls, " Exec calls"));
 
   int exit_code = 0;
-  bool fork_server_reaped = false;
   for (;;) {
     siginfo_t info;
     int sig = sigwaitinfo(&stop_signals, &info);
     if (sig == SIGCHLD) {
-      if (waitpid((*fork_server)->pid(), nullptr, WNOHANG) != (*fork_server)->pid()) continue;
-      fork_server_reaped = true;
+      if (!(*fork_server)->Exited()) continue;
       LogEvent("the fork server exited; stopping so that the agent can be restarted");
       exit_code = 1;
       break;
@@ -371,18 +369,10 @@ int Run(int argc, char** argv) {
   // Leave without destructors: threads may still use the server, the environments and the fork
   // server, and destroying the server would wait again for a client that does not read. Nothing
   // needs tearing down: records are on disk, environments keep running, and the fork server
-  // would die with the agent anyway (PR_SET_PDEATHSIG). It is ended and reaped here all the
-  // same: an orphan would be left to PID 1, which does not reap everywhere (a container's
-  // init), and stay a zombie there.
+  // would die with the agent anyway (PR_SET_PDEATHSIG), but as an orphan: it is ended and
+  // reaped here.
   if (server_stopped) shutdown.join();
-  if (!fork_server_reaped) {
-    kill((*fork_server)->pid(), SIGKILL);
-    // Bounded: a fork server stuck in the kernel must not hold the stop up.
-    for (int waited_ms = 0; waited_ms < 1000; waited_ms += 5) {
-      if (waitpid((*fork_server)->pid(), nullptr, WNOHANG) != 0) break;
-      usleep(5000);
-    }
-  }
+  (*fork_server)->Stop(absl::Seconds(1));
   fflush(stdout);
   fflush(stderr);
   _exit(exit_code);

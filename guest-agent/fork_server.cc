@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "environment_init.h"
 #include "exec_child.h"
 #include "log.h"
@@ -362,8 +363,21 @@ ForkServer::ForkServer(pid_t pid, UniqueFd socket) : pid_(pid), socket_(std::mov
 ForkServer::~ForkServer() {
   shutdown(socket_.get(), SHUT_RDWR);
   if (reader_.joinable()) reader_.join();
+  Stop(absl::InfiniteDuration());
+}
+
+bool ForkServer::Exited() {
+  if (reaped_) return true;
+  pid_t found = waitpid(pid_, nullptr, WNOHANG);
+  reaped_ = found == pid_ || (found < 0 && errno == ECHILD);
+  return reaped_;
+}
+
+void ForkServer::Stop(absl::Duration wait) {
+  if (reaped_) return;
   kill(pid_, SIGKILL);
-  waitpid(pid_, nullptr, 0);
+  absl::Time deadline = absl::Now() + wait;
+  while (!Exited() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
 }
 
 absl::StatusOr<SpawnedChild> ForkServer::SpawnInit(const internal::SpawnInit& request,

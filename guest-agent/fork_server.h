@@ -17,6 +17,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "llima/internal/agent_internal.pb.h"
 #include "unique_fd.h"
@@ -61,6 +62,11 @@ class ForkServer {
                                          absl::Span<const int> fds);
 
   pid_t pid() const { return pid_; }
+  // For the agent's SIGCHLD: whether the server process has exited, reaping it if so.
+  bool Exited();
+  // Ends the server process and reaps it, waiting at most `wait`: one stuck in the kernel must
+  // not hold the caller up. Left for PID 1, an orphan stays a zombie where PID 1 does not reap.
+  void Stop(absl::Duration wait);
 
  private:
   ForkServer(pid_t pid, UniqueFd socket);
@@ -76,6 +82,7 @@ class ForkServer {
   };
 
   const pid_t pid_;
+  bool reaped_ = false;  // by Exited or Stop, on the agent's main thread
   UniqueFd socket_;
   std::mutex send_mu_;
   std::mutex mu_;
