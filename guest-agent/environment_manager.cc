@@ -323,8 +323,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   if (!ProcessAlive(env->init_pidfd.get()) || record.init_start_time() == 0) {
     return absl::InternalError("the environment's init exited during setup");
   }
-  env->cgroup = std::move(cgroup);
-  if (env->cgroup) env->cgroup_procs = CgroupTree::OpenProcs(env->cgroup.get());
+  env->AttachCgroup(std::move(cgroup));
   env->record = std::move(record);
   std::move(kill_init).Cancel();
   return env;
@@ -359,8 +358,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::Adopt(
   if (cgroups_.available()) {
     absl::StatusOr<UniqueFd> cgroup = cgroups_.Create(record.name());
     if (!cgroup.ok()) return cgroup.status();
-    env->cgroup = std::move(*cgroup);
-    env->cgroup_procs = CgroupTree::OpenProcs(env->cgroup.get());
+    env->AttachCgroup(std::move(*cgroup));
   }
   // The cgroup normally holds them already; writing them again also covers controllers enabled
   // since. A refusal is reported, not fatal: the environment's processes keep running.

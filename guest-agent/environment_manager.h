@@ -33,8 +33,8 @@ struct LiveEnvironment {
   UniqueFd pid_ns;
   UniqueFd ipc_ns;
   UniqueFd uts_ns;
-  UniqueFd cgroup;      // invalid when the machine has no cgroup v2
-  UniqueFd cgroup_procs;  // its cgroup.procs
+  UniqueFd cgroup;        // invalid when the machine has no cgroup v2; set by AttachCgroup
+  UniqueFd cgroup_procs;  // its cgroup.procs, kept open for counting
   UniqueFd init_pidfd;  // pidfd of the environment's init
   UniqueFd root_dir;    // the environment's root directory, as init sees it
   // Which of record.limits the kernel enforces, as found when its cgroup was set up.
@@ -42,6 +42,10 @@ struct LiveEnvironment {
   // mnt_ns's device and inode: what a process's /proc/PID/ns/mnt shows when it is inside.
   std::pair<dev_t, ino_t> mnt_ns_id{0, 0};
 
+  void AttachCgroup(UniqueFd dir) {
+    cgroup = std::move(dir);
+    cgroup_procs = cgroup ? CgroupTree::OpenProcs(cgroup.get()) : UniqueFd();
+  }
   bool running() const { return broken_reason.empty(); }
   std::string home() const { return "/home/" + record.name(); }
 };
