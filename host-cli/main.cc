@@ -455,7 +455,7 @@ int Run(int argc, char** argv) {
     if (!env.ok()) return Fail(env.status());
     absl::StatusOr<int> exit_status = RunInEnvironment(client, *env, command);
     if (!exit_status.ok()) return Fail(exit_status.status());
-    ExitAfterCommand(*exit_status);
+    return *exit_status;
   }
   if (*exec) {
     if (command.empty()) {
@@ -477,7 +477,7 @@ int Run(int argc, char** argv) {
     io.stdin_fd = STDIN_FILENO;
     absl::StatusOr<v1::ExecExited> exited = client.Exec(start, io);
     if (!exited.ok()) return Fail(exited.status());
-    ExitAfterCommand(exited->exit_code());
+    return exited->exit_code();
   }
   return 0;
 }
