@@ -25,6 +25,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "cgroup.h"
 #include "gtest/gtest.h"
@@ -226,6 +228,20 @@ void AgentProcess::Start(const std::vector<std::string>& extra_args,
       "llima-agent did not answer within ", since_start(), " (its socket appeared ", socket_seen,
       "; the last of 500 calls: code ", last.error_code(), ", ", last.error_message(), "):\n",
       log()));
+}
+
+pid_t AgentProcess::ForkServerPid() const {
+  std::string children =
+      ReadFileOrEmpty(absl::StrCat("/proc/", pid_, "/task/", pid_, "/children"));
+  for (absl::string_view child : absl::StrSplit(children, ' ', absl::SkipEmpty())) {
+    pid_t pid;
+    if (absl::SimpleAtoi(child, &pid) &&
+        absl::StrContains(ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/cmdline")),
+                          "fork server")) {
+      return pid;
+    }
+  }
+  return 0;
 }
 
 void AgentProcess::Kill9() {

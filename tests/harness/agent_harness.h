@@ -57,6 +57,8 @@ class AgentProcess {
   std::string cgroup_root() const;  // empty without cgroup v2
   std::string log() const;
   pid_t pid() const { return pid_; }
+  // The agent's fork server (a child of its main thread), or 0 when it has none.
+  pid_t ForkServerPid() const;
   llima::v1::AgentService::Stub& stub();
 
  private:

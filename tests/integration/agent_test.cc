@@ -134,15 +134,8 @@ TEST_F(AgentTest, LogsOneLinePerOperation) {
 // grow with the environments: their pins stay in the agent's namespace.
 TEST_F(AgentTest, TheForkServersMountTableDoesNotGrowWithTheEnvironments) {
   agent_->Start();
-  std::string children = HostOutput(absl::StrCat("cat /proc/", agent_->pid(), "/task/*/children"));
-  pid_t fork_server = 0;
-  for (absl::string_view pid : absl::StrSplit(children, ' ', absl::SkipWhitespace())) {
-    std::string comm = HostOutput(absl::StrCat("cat /proc/", pid, "/cmdline"));
-    if (absl::StrContains(comm, "fork server")) {
-      ASSERT_TRUE(absl::SimpleAtoi(pid, &fork_server));
-    }
-  }
-  ASSERT_GT(fork_server, 0) << "no fork server among the agent's children: " << children;
+  pid_t fork_server = agent_->ForkServerPid();
+  ASSERT_GT(fork_server, 0) << "no fork server among the agent's children";
   // Mounts on this agent's state directory only: agents of tests running alongside (ctest -j)
   // mount their own meanwhile, and those propagate into every namespace.
   const std::string state_dir = agent_->state_dir();

@@ -472,13 +472,17 @@ TEST_F(EnvironmentTest, DeleteRemovesEverythingButTheProject) {
   ASSERT_THAT(HostOutput("ps -eo args"), HasSubstr("sleep 975"));
   std::string cgroup = agent_->cgroup_root().empty() ? "" : agent_->cgroup_root() + "/" + name;
   struct stat st;
-  if (!cgroup.empty()) ASSERT_EQ(stat(cgroup.c_str(), &st), 0);
+  if (!cgroup.empty()) {
+    ASSERT_EQ(stat(cgroup.c_str(), &st), 0);
+  }
 
   ASSERT_TRUE(Delete(name).ok());
 
   EXPECT_THAT(HostOutput("ps -eo args"), ::testing::Not(HasSubstr("sleep 975")));
   EXPECT_THAT(HostOutput("cat /proc/self/mountinfo"), ::testing::Not(HasSubstr(name)));
-  if (!cgroup.empty()) EXPECT_NE(stat(cgroup.c_str(), &st), 0) << cgroup << " remains";
+  if (!cgroup.empty()) {
+    EXPECT_NE(stat(cgroup.c_str(), &st), 0) << cgroup << " remains";
+  }
   EXPECT_NE(stat((agent_->state_dir() + "/envs/" + name).c_str(), &st), 0);
   std::ifstream kept(project + "/keep.txt");
   std::string content;

@@ -147,18 +147,8 @@ TEST_F(ShutdownTest, IdleClientsDoNotHoldTheStop) {
 // it a zombie for good. The agent ends and reaps it on its way out.
 TEST_F(ShutdownTest, TheAgentReapsItsForkServerWhenItStops) {
   agent_->Start();
-  const std::string children = ReadFileOrEmpty(
-      absl::StrCat("/proc/", agent_->pid(), "/task/", agent_->pid(), "/children"));
-  pid_t fork_server = 0;
-  for (absl::string_view child : absl::StrSplit(children, ' ', absl::SkipEmpty())) {
-    pid_t pid;
-    if (absl::SimpleAtoi(child, &pid) &&
-        absl::StrContains(ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/cmdline")),
-                          "fork server")) {
-      fork_server = pid;
-    }
-  }
-  ASSERT_GT(fork_server, 0) << "no fork server among the agent's children: " << children;
+  pid_t fork_server = agent_->ForkServerPid();
+  ASSERT_GT(fork_server, 0) << "no fork server among the agent's children";
 
   StopWithSigterm();
   pid_t found = waitpid(fork_server, nullptr, WNOHANG);
