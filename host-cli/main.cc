@@ -221,6 +221,44 @@ void PrintEnvironments(const std::vector<v1::Environment>& envs) {
   for (const std::string& note : footnotes) std::printf("* %s\n", note.c_str());
 }
 
+// The exit status of a command line that cannot be parsed, as other Unix tools use it.
+constexpr int kUsageExit = 2;
+
+// Explains why the command line was refused: an unknown or missing command names the commands
+// that exist where it was expected; anything else keeps the parser's own words.
+int UsageError(CLI::App& app, const CLI::ParseError& error) {
+  CLI::App* at = &app;
+  std::string where = "llima-box";
+  for (bool deeper = true; deeper;) {
+    deeper = false;
+    for (CLI::App* sub : at->get_subcommands([](CLI::App* s) { return s->parsed(); })) {
+      at = sub;
+      where += " " + sub->get_name();
+      deeper = true;
+      break;
+    }
+  }
+  std::string message = error.what();
+  if (dynamic_cast<const CLI::RequiredError*>(&error) != nullptr &&
+      at->get_subcommands().empty() && at->get_require_subcommand_min() > 0) {
+    std::string names;
+    for (const CLI::App* sub : at->get_subcommands([](CLI::App*) { return true; })) {
+      absl::StrAppend(&names, names.empty() ? "" : ", ", sub->get_name());
+    }
+    std::vector<std::string> rest = at->remaining();
+    if (rest.empty()) {
+      message = "a command is required, one of: " + names;
+    } else if (rest.front().rfind('-', 0) == 0) {
+      message = "unknown option " + rest.front();
+    } else {
+      message = "unknown command '" + rest.front() + "'; the commands are: " + names;
+    }
+  }
+  std::fprintf(stderr, "%s: %s\nRun '%s --help' for usage.\n", where.c_str(), message.c_str(),
+               where.c_str());
+  return kUsageExit;
+}
+
 int Run(int argc, char** argv) {
   std::vector<std::string> command = TakeCommandAfterDoubleDash(argc, argv);
 
@@ -290,7 +328,13 @@ int Run(int argc, char** argv) {
   config->require_subcommand(1);
   CLI::App* config_show = config->add_subcommand("show", "Print the built-in default lima.yaml");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& done) {  // --help, --version
+    return app.exit(done);
+  } catch (const CLI::ParseError& error) {
+    return UsageError(app, error);
+  }
 
   AgentLocation where(socket, local);
 

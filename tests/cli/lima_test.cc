@@ -148,6 +148,31 @@ TEST_F(LimaTest, MissingLimactlSaysHowToInstallLima) {
   EXPECT_THAT(r.out, HasSubstr("install Lima"));
 }
 
+TEST_F(LimaTest, ABadCommandLineIsNamedExitsTwoAndTouchesNothing) {
+  Result unknown = Box("bogus " + project_);
+  EXPECT_EQ(unknown.code, 2) << unknown.out;
+  EXPECT_THAT(unknown.out, HasSubstr("llima-box: unknown command 'bogus'"));
+  EXPECT_THAT(unknown.out, HasSubstr("shell, create, list"));
+  Result nested = Box("vm bogus");
+  EXPECT_EQ(nested.code, 2) << nested.out;
+  EXPECT_THAT(nested.out, HasSubstr("llima-box vm: unknown command 'bogus'"));
+  EXPECT_THAT(nested.out, HasSubstr("start, stop, delete"));
+  Result none = Box("");
+  EXPECT_EQ(none.code, 2) << none.out;
+  EXPECT_THAT(none.out, HasSubstr("a command is required"));
+  Result option = Box("--bogus");
+  EXPECT_EQ(option.code, 2) << option.out;
+  EXPECT_THAT(option.out, HasSubstr("unknown option --bogus"));
+  Result extra = Box("list extra");
+  EXPECT_EQ(extra.code, 2) << extra.out;
+  EXPECT_THAT(extra.out, HasSubstr("extra"));
+  EXPECT_THAT(extra.out, HasSubstr("llima-box list --help"));
+  EXPECT_EQ(Calls(), "");
+  Result help = Box("--help");
+  EXPECT_EQ(help.code, 0);
+  EXPECT_THAT(help.out, HasSubstr("delete-all"));
+}
+
 TEST_F(LimaTest, DeleteAllWithoutATerminalRefusesWithoutForce) {
   SetState("running");
   ASSERT_EQ(Box("create " + project_).code, 0);
