@@ -64,7 +64,7 @@ grpc::Status AgentServiceImpl::GetAgentInfo(grpc::ServerContext*, const v1::GetA
   return grpc::Status::OK;
 }
 
-grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* AgentServiceImpl::Exec(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* AgentServiceImpl::Exec(
     grpc::CallbackServerContext*) {
   return NewExecReactor(environments_, fork_server_);
 }

@@ -1,7 +1,8 @@
 #pragma once
 
 // The gRPC face of the agent: translates requests to EnvironmentManager calls and absl::Status
-// to gRPC status, and logs one line per call. Exec runs on the callback API (see exec_session.h).
+// to gRPC status, and logs one line per call. Exec runs on the callback API as a raw method, its
+// messages encoded by the agent itself (see exec_session.h and exec_wire.h).
 
 #include <grpcpp/grpcpp.h>
 
@@ -14,7 +15,7 @@ namespace llima {
 inline constexpr char kAgentVersion[] = "0.1.0";
 
 class AgentServiceImpl final
-    : public v1::AgentService::WithCallbackMethod_Exec<v1::AgentService::Service> {
+    : public v1::AgentService::WithRawCallbackMethod_Exec<v1::AgentService::Service> {
  public:
   AgentServiceImpl(EnvironmentManager& environments, ForkServer& fork_server)
       : environments_(environments), fork_server_(fork_server) {}
@@ -31,7 +32,7 @@ class AgentServiceImpl final
   grpc::Status DeleteEnvironment(grpc::ServerContext* context,
                                  const v1::DeleteEnvironmentRequest* request,
                                  v1::DeleteEnvironmentResponse* response) override;
-  grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* Exec(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Exec(
       grpc::CallbackServerContext* context) override;
   grpc::Status GetAgentInfo(grpc::ServerContext* context, const v1::GetAgentInfoRequest* request,
                             v1::AgentInfo* response) override;

@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "exec_child.h"
+#include "exec_wire.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpc_status.h"
 #include "log.h"
@@ -127,7 +128,7 @@ class SessionRegistry {
 SessionRegistry& Sessions() { return SessionRegistry::Get(); }
 
 // Ends a call refused before a session was made for it.
-class RefusedExecReactor : public grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse> {
+class RefusedExecReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   explicit RefusedExecReactor(const absl::Status& why) { Finish(ToGrpcStatus(why)); }
   void OnDone() override { delete this; }
@@ -135,8 +136,8 @@ class RefusedExecReactor : public grpc::ServerBidiReactor<v1::ExecRequest, v1::E
 
 class ExecSession;
 
-// The gRPC side: forwards every event to the session.
-class ExecReactor : public grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse> {
+// The gRPC side: forwards every event to the session. The messages are raw (exec_wire.h).
+class ExecReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   explicit ExecReactor(std::shared_ptr<ExecSession> session) : session_(std::move(session)) {}
   void Begin();
@@ -145,8 +146,8 @@ class ExecReactor : public grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResp
   void OnCancel() override;
   void OnDone() override { delete this; }
 
-  v1::ExecRequest incoming;
-  v1::ExecResponse outgoing;
+  grpc::ByteBuffer incoming;
+  grpc::ByteBuffer outgoing;
 
  private:
   std::shared_ptr<ExecSession> session_;
@@ -165,7 +166,7 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   void Attach(ExecReactor* reactor) { reactor_ = reactor; }
 
   // gRPC callbacks.
-  void Received(v1::ExecRequest request) {
+  void Received(absl::StatusOr<v1::ExecRequest> request) {
     std::lock_guard lock(mu_);
     inbox_.push_back(std::move(request));
     read_in_flight_ = false;
@@ -232,7 +233,7 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   UniqueFd wake_;
 
   std::mutex mu_;
-  std::deque<v1::ExecRequest> inbox_;
+  std::deque<absl::StatusOr<v1::ExecRequest>> inbox_;
   bool read_closed_ = false;
   bool read_in_flight_ = false;
   bool write_in_flight_ = false;
@@ -250,7 +251,7 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   UniqueFd stderr_;
   std::string stdin_pending_;
   bool close_stdin_after_flush_ = false;
-  std::deque<v1::ExecResponse> outbox_;
+  std::deque<grpc::ByteBuffer> outbox_;
   absl::Time started_at_;
 };
 
@@ -260,7 +261,10 @@ void ExecReactor::Begin() {
 
 void ExecReactor::OnReadDone(bool ok) {
   if (!ok) return session_->ReadClosed();
-  session_->Received(std::move(incoming));
+  v1::ExecRequest request;
+  absl::Status parsed = DecodeExecRequest(&incoming, &request);
+  if (!parsed.ok()) return session_->Received(parsed);
+  session_->Received(std::move(request));
 }
 
 void ExecReactor::OnWriteDone(bool ok) { session_->WriteDone(ok); }
@@ -280,8 +284,10 @@ absl::Status ExecSession::WaitForStart(v1::ExecRequest* first) {
     {
       std::lock_guard lock(mu_);
       if (!inbox_.empty()) {
-        *first = std::move(inbox_.front());
+        absl::StatusOr<v1::ExecRequest> request = std::move(inbox_.front());
         inbox_.pop_front();
+        if (!request.ok()) return request.status();
+        *first = *std::move(request);
         return absl::OkStatus();
       }
       if (read_closed_ || client_gone_) {
@@ -312,7 +318,7 @@ void ExecSession::Run() {
     std::lock_guard lock(mu_);
     v1::ExecResponse started;
     started.mutable_started()->set_pid(child_.ns_pid);
-    outbox_.push_back(std::move(started));
+    outbox_.push_back(EncodeExecResponse(started));
   }
   SendNext();
   RequestNextRead();
@@ -405,7 +411,7 @@ void ExecSession::Run() {
   }
   {
     std::lock_guard lock(mu_);
-    outbox_.push_back(std::move(exited));
+    outbox_.push_back(EncodeExecResponse(exited));
   }
   // Wait for the last write to complete before finishing.
   for (;;) {
@@ -524,14 +530,16 @@ absl::Status ExecSession::Start(const v1::ExecStart& start) {
 }
 
 absl::Status ExecSession::ProcessInbox() {
-  std::deque<v1::ExecRequest> requests;
+  std::deque<absl::StatusOr<v1::ExecRequest>> requests;
   bool read_closed;
   {
     std::lock_guard lock(mu_);
     requests.swap(inbox_);
     read_closed = read_closed_;
   }
-  for (v1::ExecRequest& request : requests) {
+  for (absl::StatusOr<v1::ExecRequest>& parsed : requests) {
+    if (!parsed.ok()) return parsed.status();
+    v1::ExecRequest& request = *parsed;
     if (auto s = ValidateLaterExecRequest(request); !s.ok()) return s;
     switch (request.request_case()) {
       case v1::ExecRequest::kStdin:
@@ -613,24 +621,18 @@ void ExecSession::ReadOutput(UniqueFd& fd, bool is_stdout) {
   // few bytes, not a chunk. Nothing there (the end of the stream): a small read finds out.
   int available = 0;
   if (ioctl(fd.get(), FIONREAD, &available) != 0 || available <= 0) available = 4096;
-  std::string chunk(std::min(static_cast<size_t>(available), kChunkSize), '\0');
-  ssize_t n = read(fd.get(), chunk.data(), chunk.size());
+  grpc::ByteBuffer message;
+  ssize_t n = ReadOutputMessage(fd.get(), std::min(static_cast<size_t>(available), kChunkSize),
+                                is_stdout, &message);
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
   // A terminal's master reads EIO once no process holds the terminal any more: its end.
   if (n <= 0) {
     fd.reset();
     return;
   }
-  chunk.resize(static_cast<size_t>(n));
-  v1::ExecResponse response;
-  if (is_stdout) {
-    response.set_stdout(std::move(chunk));
-  } else {
-    response.set_stderr(std::move(chunk));
-  }
   {
     std::lock_guard lock(mu_);
-    outbox_.push_back(std::move(response));
+    outbox_.push_back(std::move(message));
   }
   SendNext();
 }
@@ -639,7 +641,7 @@ void ExecSession::SendNext() {
   {
     std::lock_guard lock(mu_);
     if (write_in_flight_ || outbox_.empty() || client_gone_) return;
-    reactor_->outgoing = std::move(outbox_.front());
+    reactor_->outgoing.Swap(&outbox_.front());
     outbox_.pop_front();
     write_in_flight_ = true;
   }
@@ -812,7 +814,7 @@ class SessionThreads {
 
 void ConfigureExecSessions(const ExecLimits& limits) { Sessions().Configure(limits); }
 
-grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* NewExecReactor(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewExecReactor(
     EnvironmentManager& environments, ForkServer& fork_server) {
   if (absl::Status admitted = Sessions().Admit(); !admitted.ok()) {
     LogOperation("exec", "", absl::ZeroDuration(), admitted);

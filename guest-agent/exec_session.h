@@ -3,7 +3,8 @@
 // One Exec call: the gRPC reactor on one side, the process's pipes on the other. Callbacks from
 // gRPC only queue work; a thread per call moves bytes with poll(), so a slow reader or a
 // process that never reads stdin stalls only its own call (gRPC's flow control pushes back on
-// the client, pipe capacity on the process).
+// the client, pipe capacity on the process). Exec is a raw method: the session reads output
+// straight into the slices gRPC sends and decodes requests itself (exec_wire.h).
 //
 // A thread per call is bounded by a limit on sessions alive at once: past it, Exec answers
 // RESOURCE_EXHAUSTED at once instead of starting another thread.
@@ -33,7 +34,7 @@ void ConfigureExecSessions(const ExecLimits& limits);
 
 // Creates the reactor for a new Exec call; it deletes itself when the call is done. Refuses
 // the call (RESOURCE_EXHAUSTED) at the session limit, and (UNAVAILABLE) once stopping.
-grpc::ServerBidiReactor<v1::ExecRequest, v1::ExecResponse>* NewExecReactor(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewExecReactor(
     EnvironmentManager& environments, ForkServer& fork_server);
 
 // For a graceful stop: refuses new calls and ends those in flight with UNAVAILABLE. An

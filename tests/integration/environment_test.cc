@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <grpcpp/grpcpp.h>
 #include <algorithm>
 #include <fstream>
 #include <set>
@@ -360,6 +361,42 @@ TEST_F(EnvironmentTest, BadExecRequestsGetClearErrors) {
   ExecResult bad_dir = Exec(agent_->stub(), *env_a_, {"true"}, {.working_dir = "/nonexistent"});
   EXPECT_EQ(bad_dir.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(bad_dir.status.error_message(), HasSubstr("/nonexistent"));
+}
+
+// The agent decodes Exec's messages itself (a raw method): bytes that are not an ExecRequest,
+// as the first message or a later one, end the call with INVALID_ARGUMENT.
+TEST_F(EnvironmentTest, StreamMessagesThatAreNotExecRequestsAreRefused) {
+  auto channel =
+      grpc::CreateChannel("unix:" + agent_->socket_path(), grpc::InsecureChannelCredentials());
+  const grpc::internal::RpcMethod exec("/llima.v1.AgentService/Exec",
+                                       grpc::internal::RpcMethod::BIDI_STREAMING);
+  // Field 1 (start) says 100 bytes follow; 3 do.
+  grpc::Slice garbage(std::string("\x0a\x64xyz", 5));
+
+  for (bool after_start : {false, true}) {
+    SCOPED_TRACE(after_start ? "after the start message" : "as the first message");
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>> stream(
+        grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+            channel.get(), exec, &context));
+    grpc::ByteBuffer response;
+    if (after_start) {
+      v1::ExecRequest start;
+      start.mutable_start()->set_environment(*env_a_);
+      start.mutable_start()->add_argv("cat");
+      grpc::Slice encoded(start.SerializeAsString());
+      ASSERT_TRUE(stream->Write(grpc::ByteBuffer(&encoded, 1)));
+      ASSERT_TRUE(stream->Read(&response));  // started
+    }
+    ASSERT_TRUE(stream->Write(grpc::ByteBuffer(&garbage, 1)));
+    stream->WritesDone();
+    while (stream->Read(&response)) {
+    }
+    grpc::Status status = stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("not an ExecRequest"));
+  }
+  EXPECT_EQ(In(*env_a_, "pgrep -x cat || echo none").out, "none\n");
 }
 
 // ---- create ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 // The checks of Exec requests. Input: the wire bytes of a v1::ExecRequest, as the agent receives
-// them; what does not parse is refused by gRPC before the agent sees it.
+// them; what does not parse is refused by DecodeExecRequest (exec_wire.h) before these checks.
 
 #include <signal.h>
 
