@@ -9,12 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "embedded_lima_config.h"
-#include "google/protobuf/util/json_util.h"
+#include "json.h"
 #include "read_file.h"
 #include "unique_fd.h"
 
@@ -104,19 +105,83 @@ absl::StatusOr<CommandResult> RunProgram(const std::vector<std::string>& argv,
   return result;
 }
 
+namespace {
+
+// A field of limactl's JSON as the proto3 JSON mapping reads it: null is the default, an
+// integer may come as a number or as a string of digits.
+absl::Status ReadString(const json::Value& object, absl::string_view key, std::string* out) {
+  const json::Value* v = object.Find(key);
+  if (v == nullptr || v->is_null()) return absl::OkStatus();
+  if (v->type() != json::Value::Type::kString) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" is not a string"));
+  }
+  *out = v->text();
+  return absl::OkStatus();
+}
+
+absl::Status ReadInteger(const json::Value& object, absl::string_view key, int64_t min,
+                         int64_t max, int64_t* out) {
+  const json::Value* v = object.Find(key);
+  if (v == nullptr || v->is_null()) return absl::OkStatus();
+  int64_t value;
+  if ((v->type() != json::Value::Type::kNumber && v->type() != json::Value::Type::kString) ||
+      !absl::SimpleAtoi(v->text(), &value) || value < min || value > max) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" is not an integer in range"));
+  }
+  *out = value;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<internal::LimaInstance> ReadInstance(const json::Value& object) {
+  if (object.type() != json::Value::Type::kObject) {
+    return absl::InvalidArgumentError("a line is not a JSON object");
+  }
+  std::string name, status, dir, arch, vm_type;
+  int64_t cpus = 0, memory = 0, disk = 0;
+  for (absl::Status s : {ReadString(object, "name", &name), ReadString(object, "status", &status),
+                         ReadString(object, "dir", &dir), ReadString(object, "arch", &arch),
+                         ReadString(object, "vmType", &vm_type),
+                         ReadInteger(object, "cpus", INT32_MIN, INT32_MAX, &cpus),
+                         ReadInteger(object, "memory", INT64_MIN, INT64_MAX, &memory),
+                         ReadInteger(object, "disk", INT64_MIN, INT64_MAX, &disk)}) {
+    if (!s.ok()) return s;
+  }
+  internal::LimaInstance instance;
+  instance.set_name(name);
+  instance.set_status(status);
+  instance.set_dir(dir);
+  instance.set_arch(arch);
+  instance.set_vm_type(vm_type);
+  instance.set_cpus(static_cast<int32_t>(cpus));
+  instance.set_memory(memory);
+  instance.set_disk(disk);
+  if (const json::Value* errors = object.Find("errors"); errors != nullptr && !errors->is_null()) {
+    if (errors->type() != json::Value::Type::kArray) {
+      return absl::InvalidArgumentError("\"errors\" is not an array");
+    }
+    for (const json::Value& e : errors->items()) {
+      if (e.type() != json::Value::Type::kString) {
+        return absl::InvalidArgumentError("\"errors\" holds something other than strings");
+      }
+      instance.add_errors(e.text());
+    }
+  }
+  return instance;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<internal::LimaInstance>> ParseLimaList(const std::string& json_lines) {
   std::vector<internal::LimaInstance> instances;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = true;
   for (absl::string_view line : absl::StrSplit(json_lines, '\n', absl::SkipWhitespace())) {
-    internal::LimaInstance instance;
-    auto status = google::protobuf::util::JsonStringToMessage(
-        std::string(absl::StripAsciiWhitespace(line)), &instance, options);
-    if (!status.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot read `limactl list --json` output: ", status.ToString()));
+    absl::StatusOr<json::Value> parsed = json::Parse(line);
+    absl::StatusOr<internal::LimaInstance> instance =
+        parsed.ok() ? ReadInstance(*parsed) : parsed.status();
+    if (!instance.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot read `limactl list --json` output: ",
+                                                     instance.status().message()));
     }
-    instances.push_back(std::move(instance));
+    instances.push_back(*std::move(instance));
   }
   return instances;
 }

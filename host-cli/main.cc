@@ -15,8 +15,8 @@
 #include "absl/time/clock.h"
 #include "agent_client.h"
 #include "agent_source.h"
-#include "google/protobuf/util/json_util.h"
 #include "lima_driver.h"
+#include "list_json.h"
 #include "mutex_checks.h"
 #include "naming.h"
 #include "terminal_session.h"
@@ -439,13 +439,7 @@ int Run(int argc, char** argv) {
     absl::StatusOr<std::vector<v1::Environment>> envs = client.List();
     if (!envs.ok()) return Fail(envs.status());
     if (list_json) {
-      v1::ListEnvironmentsResponse response;
-      for (const auto& env : *envs) *response.add_environments() = env;
-      std::string json;
-      google::protobuf::util::JsonPrintOptions options;
-      options.always_print_primitive_fields = true;
-      (void)google::protobuf::util::MessageToJsonString(response, &json, options);
-      std::printf("%s\n", json.c_str());
+      std::printf("%s\n", EnvironmentsToJson(*envs).c_str());
       return 0;
     }
     PrintEnvironments(*envs);

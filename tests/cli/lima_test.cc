@@ -17,9 +17,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "agent_harness.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "read_file.h"
 
@@ -200,15 +202,44 @@ TEST_F(LimaTest, DeleteFindsTheEnvironmentByPathOrName) {
   EXPECT_THAT(missing.out, HasSubstr("no environment named"));
 }
 
-TEST_F(LimaTest, ListAsJsonParses) {
+// llima-box writes this JSON itself (it has no protobuf reflection): protobuf's own parser must
+// read it back to exactly what the agent lists, and every field must be there.
+TEST_F(LimaTest, ListAsJsonIsWhatTheAgentListsInProtobufsMapping) {
   SetState("running");
-  ASSERT_EQ(Box("create " + project_).code, 0);
+  Result created = Box("create " + project_);
+  ASSERT_EQ(created.code, 0) << created.out;
+  // The name is the last line (a note about the VM's agent may come before it).
+  std::string name(absl::StripTrailingAsciiWhitespace(created.out));
+  name = name.substr(name.find_last_of('\n') + 1);
+  // A detached process, so that the repeated field and its timestamp are written too.
+  v1::ExecStart start;
+  start.set_environment(name);
+  start.add_argv("sh");
+  start.add_argv("-c");
+  start.add_argv("echo up-931; exec sleep 931");
+  start.set_detached(true);
+  ExecStream detached(agent_->stub(), start);
+  ASSERT_TRUE(detached.WaitFor("up-931"));
+
   Result r = Box("list --json");
-  ASSERT_EQ(r.code, 0);
+  ASSERT_EQ(r.code, 0) << r.out;
   v1::ListEnvironmentsResponse parsed;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &parsed).ok()) << r.out;
-  ASSERT_EQ(parsed.environments_size(), 1);
-  EXPECT_EQ(parsed.environments(0).project_path(), project_);
+  v1::ListEnvironmentsResponse listed;
+  ASSERT_TRUE(CallList(agent_->stub(), &listed).ok());
+  ASSERT_EQ(listed.environments_size(), 1);
+  ASSERT_EQ(listed.environments(0).detached_size(), 1);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(parsed, listed))
+      << "llima-box:\n" << parsed.DebugString() << "agent:\n" << listed.DebugString();
+  for (const google::protobuf::Descriptor* type :
+       {v1::Environment::descriptor(), v1::DetachedProcess::descriptor(),
+        v1::ResourceLimits::descriptor(), v1::LimitsEnforcement::descriptor()}) {
+    for (int i = 0; i < type->field_count(); ++i) {
+      EXPECT_THAT(r.out, HasSubstr("\"" + type->field(i)->json_name() + "\":"))
+          << type->full_name() << " field " << type->field(i)->name() << " is not written";
+    }
+  }
+  Exec(agent_->stub(), name, {"pkill", "-f", "sleep 931"});
 }
 
 TEST_F(LimaTest, ListAndStatusShowTheLimitsAndWhetherTheyAreEnforced) {
