@@ -252,7 +252,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   if (!enforcement.ok()) return enforcement.status();
   env->limits_enforcement = *std::move(enforcement);
   if (auto s = InjectedFault("create:cgroup"); !s.ok()) return s;
-  std::string home = store_.HomePath(name);
+  std::string home = store_.HomeCloneSource(name);
   UniqueFd home_fd(open(home.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!home_fd) return PosixError(errno, absl::StrCat("open ", home));
   absl::StatusOr<UniqueFd> project_tree = CloneTree(project_fd, record.project_path());

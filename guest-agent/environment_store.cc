@@ -71,7 +71,21 @@ absl::Status EnvironmentStore::Initialize() {
   if (mount(nullptr, state_dir_.c_str(), nullptr, MS_PRIVATE, nullptr) != 0) {
     return PosixError(errno, absl::StrCat("make ", state_dir_, " a private mount"));
   }
+  // Not recursive: the pins mounted in the state directory stay out of the view. After a
+  // restart it is still there (the same directory bound once more), and is kept.
+  std::string view = ViewPath();
+  if (auto s = MakeDirectory(view, 0700); !s.ok()) return s;
+  if (!IsMountPoint(view) &&
+      mount(state_dir_.c_str(), view.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    return PosixError(errno, absl::StrCat("bind-mount ", state_dir_, " onto ", view));
+  }
   return absl::OkStatus();
+}
+
+std::string EnvironmentStore::ViewPath() const { return state_dir_ + "/view"; }
+
+std::string EnvironmentStore::HomeCloneSource(const std::string& name) const {
+  return absl::StrCat(ViewPath(), "/envs/", name, "/home");
 }
 
 std::string EnvironmentStore::EnvironmentDir(const std::string& name) const {

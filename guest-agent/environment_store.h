@@ -6,6 +6,8 @@
 //   <state>/envs/<name>/mnt             the pinned mount namespace (an nsfs bind mount)
 //   <state>/envs/<name>/home/           the environment user's home
 //   <state>/envs/<name>/root/           where init builds the root (empty outside)
+//   <state>/view/                 the state directory once more, bound without what is mounted
+//                                 in it: homes are cloned from here (see HomeCloneSource)
 // An environment exists exactly when its record exists: create writes the record last, delete
 // removes it first, and the agent's start removes directories without one.
 
@@ -22,7 +24,7 @@ class EnvironmentStore {
  public:
   explicit EnvironmentStore(std::string state_dir);
 
-  // Creates the directories and makes the state directory a private mount.
+  // Creates the directories, makes the state directory a private mount and binds the view.
   absl::Status Initialize();
 
   const std::string& state_dir() const { return state_dir_; }
@@ -31,6 +33,11 @@ class EnvironmentStore {
   std::string PinPath(const std::string& name) const;
   std::string HomePath(const std::string& name) const;
   std::string RootPath(const std::string& name) const;
+  // The home as seen through <state>/view, a mount with nothing mounted on it. Cloning the
+  // home's mount tree walks every mount on the mount it is on: from the state directory's own
+  // mount that is one pin per environment (10% of a create at 1000 environments), from the
+  // view none.
+  std::string HomeCloneSource(const std::string& name) const;
 
   // Names of all environment directories, with or without a record.
   absl::StatusOr<std::vector<std::string>> ListEnvironmentDirectories() const;
@@ -48,6 +55,8 @@ class EnvironmentStore {
   absl::Status RemoveEnvironmentDirectory(const std::string& name) const;
 
  private:
+  std::string ViewPath() const;
+
   std::string state_dir_;
   std::string envs_dir_;
 };
