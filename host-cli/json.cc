@@ -1,12 +1,36 @@
 #include "json.h"
 
 #include <cstdint>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace llima::json {
+
+namespace {
+
+// The two-character escapes of JSON strings: the letter after the backslash, the byte it means
+// ('/' is read as well but never written).
+constexpr std::pair<char, char> kEscapes[] = {{'"', '"'},  {'\\', '\\'}, {'b', '\b'}, {'f', '\f'},
+                                              {'n', '\n'}, {'r', '\r'},   {'t', '\t'}};
+
+const char* Unescaped(char letter) {
+  for (const auto& [l, byte] : kEscapes) {
+    if (l == letter) return &byte;
+  }
+  return nullptr;
+}
+
+const char* Escaped(char byte) {
+  for (const auto& [letter, b] : kEscapes) {
+    if (b == byte) return &letter;
+  }
+  return nullptr;
+}
+
+}  // namespace
 
 const Value* Value::Find(absl::string_view key) const {
   const Value* found = nullptr;
@@ -191,33 +215,28 @@ class Parser {
         continue;
       }
       if (pos_ >= text_.size()) return Fail("the text ends inside a string");
-      switch (text_[pos_++]) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          uint32_t cp;
-          if (!Hex4(cp)) return false;
-          if (cp >= 0xd800 && cp < 0xdc00) {
-            uint32_t low;
-            if (!Consume("\\u") || !Hex4(low) || low < 0xdc00 || low >= 0xe000) {
-              return Fail("a lone UTF-16 surrogate");
-            }
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
-          } else if (cp >= 0xdc00 && cp < 0xe000) {
-            return Fail("a lone UTF-16 surrogate");
-          }
-          AppendUtf8(out, cp);
-          break;
-        }
-        default:
-          return Fail("an unknown escape in a string");
+      char escape = text_[pos_++];
+      if (escape == '/') {
+        out += '/';
+        continue;
       }
+      if (const char* byte = Unescaped(escape)) {
+        out += *byte;
+        continue;
+      }
+      if (escape != 'u') return Fail("an unknown escape in a string");
+      uint32_t cp;
+      if (!Hex4(cp)) return false;
+      if (cp >= 0xd800 && cp < 0xdc00) {
+        uint32_t low;
+        if (!Consume("\\u") || !Hex4(low) || low < 0xdc00 || low >= 0xe000) {
+          return Fail("a lone UTF-16 surrogate");
+        }
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+      } else if (cp >= 0xdc00 && cp < 0xe000) {
+        return Fail("a lone UTF-16 surrogate");
+      }
+      AppendUtf8(out, cp);
     }
   }
 
@@ -231,20 +250,13 @@ absl::StatusOr<Value> Parse(absl::string_view text) { return Parser(text).Docume
 std::string Quote(absl::string_view s) {
   std::string out = "\"";
   for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", static_cast<unsigned char>(c));
-        } else {
-          out += c;
-        }
+    if (const char* letter = Escaped(c)) {
+      out += '\\';
+      out += *letter;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppendFormat(&out, "\\u%04x", static_cast<unsigned char>(c));
+    } else {
+      out += c;
     }
   }
   out += '"';
