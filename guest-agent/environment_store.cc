@@ -35,15 +35,16 @@ absl::Status MakeDirectory(const std::string& path, mode_t mode) {
   return absl::OkStatus();
 }
 
-// Whether `path` is a mount point, from /proc/self/mountinfo.
+// Whether a mount is attached at `path`: the mount it is on differs from its parent's. (Not from
+// /proc/self/mountinfo, which escapes spaces and names symlinks by where they lead.)
 bool IsMountPoint(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
-    if (fields.size() > 4 && fields[4] == path) return true;
+  struct statx here {}, parent {};
+  if (statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &here) != 0 ||
+      statx(AT_FDCWD, (path + "/..").c_str(), 0, STATX_MNT_ID, &parent) != 0) {
+    return false;
   }
-  return false;
+  return (here.stx_mask & parent.stx_mask & STATX_MNT_ID) != 0 &&
+         here.stx_mnt_id != parent.stx_mnt_id;
 }
 
 }  // namespace

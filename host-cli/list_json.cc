@@ -11,11 +11,14 @@
 namespace llima {
 namespace {
 
-// RFC 3339 in UTC, with 0, 3, 6 or 9 digits of fraction as protobuf writes a Timestamp.
+// RFC 3339 in UTC, with 0, 3, 6 or 9 digits of fraction as protobuf writes a Timestamp. Nanos
+// out of [0, 1e9) (the agent never sends them) are carried into the seconds.
 std::string TimestampJson(const google::protobuf::Timestamp& t) {
-  absl::Time time = absl::FromUnixSeconds(t.seconds());
-  std::string text = absl::FormatTime("%Y-%m-%dT%H:%M:%S", time, absl::UTCTimeZone());
-  int32_t nanos = t.nanos();
+  absl::Time time = absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+  absl::Time whole = absl::FromUnixSeconds(absl::ToUnixSeconds(time));
+  if (whole > time) whole -= absl::Seconds(1);
+  std::string text = absl::FormatTime("%E4Y-%m-%dT%H:%M:%S", whole, absl::UTCTimeZone());
+  int64_t nanos = absl::ToInt64Nanoseconds(time - whole);
   if (nanos > 0) {
     if (nanos % 1000000 == 0) {
       absl::StrAppendFormat(&text, ".%03d", nanos / 1000000);

@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "agent_harness.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -231,11 +232,29 @@ TEST_F(LimaTest, ListAsJsonIsWhatTheAgentListsInProtobufsMapping) {
   ASSERT_EQ(listed.environments(0).detached_size(), 1);
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(parsed, listed))
       << "llima-box:\n" << parsed.DebugString() << "agent:\n" << listed.DebugString();
-  for (const google::protobuf::Descriptor* type :
-       {v1::Environment::descriptor(), v1::DetachedProcess::descriptor(),
-        v1::ResourceLimits::descriptor(), v1::LimitsEnforcement::descriptor()}) {
+  // Every field is written in its own object, also those at their default value (which the
+  // comparison above cannot tell from absent).
+  google::protobuf::Struct objects;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &objects).ok());
+  ASSERT_TRUE(objects.fields().contains("environments"));
+  ASSERT_EQ(objects.fields().at("environments").list_value().values_size(), 1);
+  const google::protobuf::Struct& env =
+      objects.fields().at("environments").list_value().values(0).struct_value();
+  for (const char* member : {"detached", "limits", "limitsEnforcement"}) {
+    ASSERT_TRUE(env.fields().contains(member)) << member << " is not written";
+  }
+  ASSERT_EQ(env.fields().at("detached").list_value().values_size(), 1);
+  std::vector<std::pair<const google::protobuf::Descriptor*, const google::protobuf::Struct*>>
+      written = {
+          {v1::Environment::descriptor(), &env},
+          {v1::DetachedProcess::descriptor(),
+           &env.fields().at("detached").list_value().values(0).struct_value()},
+          {v1::ResourceLimits::descriptor(), &env.fields().at("limits").struct_value()},
+          {v1::LimitsEnforcement::descriptor(),
+           &env.fields().at("limitsEnforcement").struct_value()}};
+  for (const auto& [type, object] : written) {
     for (int i = 0; i < type->field_count(); ++i) {
-      EXPECT_THAT(r.out, HasSubstr("\"" + type->field(i)->json_name() + "\":"))
+      EXPECT_TRUE(object->fields().contains(type->field(i)->json_name()))
           << type->full_name() << " field " << type->field(i)->name() << " is not written";
     }
   }

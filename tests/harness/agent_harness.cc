@@ -57,15 +57,7 @@ void KillCgroupTree(const std::string& dir) {
 
 // Unmounts everything mounted at or below `dir`, deepest first.
 void UnmountBelow(const std::string& dir) {
-  std::istringstream lines(ReadFileOrEmpty("/proc/self/mountinfo"));
-  std::string line;
-  std::vector<std::string> below;
-  while (std::getline(lines, line)) {
-    std::istringstream fields(line);
-    std::string f[5];
-    for (auto& x : f) fields >> x;
-    if (f[4] == dir || f[4].rfind(dir + "/", 0) == 0) below.push_back(f[4]);
-  }
+  std::vector<std::string> below = MountPointsBelow(dir);
   for (auto it = below.rbegin(); it != below.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
 }
 
@@ -641,6 +633,29 @@ bool GoneWithin(const std::string& needle, int ms) {
   return !HostSees(needle);
 }
 
+std::vector<std::string> MountPointsBelow(const std::string& dir) {
+  std::istringstream lines(ReadFileOrEmpty("/proc/self/mountinfo"));
+  std::string line;
+  std::vector<std::string> below;
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    std::string f[5];
+    for (auto& x : f) fields >> x;
+    // The kernel writes space, tab, newline and backslash in octal: "\040".
+    std::string point;
+    for (size_t i = 0; i < f[4].size(); ++i) {
+      if (f[4][i] == '\\' && i + 3 < f[4].size()) {
+        point += static_cast<char>(std::stoi(f[4].substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        point += f[4][i];
+      }
+    }
+    if (point == dir || point.rfind(dir + "/", 0) == 0) below.push_back(point);
+  }
+  return below;
+}
+
 std::string HostOutput(const std::string& command) {
   std::string out;
   FILE* p = popen(command.c_str(), "r");
@@ -669,13 +684,7 @@ std::string Quoted(const std::string& path) { return "'" + path + "'"; }
 
 ResourceSnapshot TakeResourceSnapshot(const AgentProcess& agent) {
   ResourceSnapshot snapshot;
-  for (const std::string& line : Lines(ReadFileOrEmpty("/proc/self/mountinfo"))) {
-    // Field 5 is the mount point.
-    std::vector<std::string> fields = absl::StrSplit(line, ' ');
-    if (fields.size() > 4 && fields[4].rfind(agent.state_dir(), 0) == 0) {
-      snapshot.mounts.push_back(fields[4]);
-    }
-  }
+  snapshot.mounts = MountPointsBelow(agent.state_dir());
   std::sort(snapshot.mounts.begin(), snapshot.mounts.end());
   // Live inits of this agent: in its cgroup subtree (all of them without cgroup v2). Zombies
   // hold nothing but a pid until their parent reaps them.

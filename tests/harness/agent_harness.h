@@ -191,6 +191,10 @@ bool HostSees(const std::string& needle);
 // Waits up to `ms` for `needle` to disappear from the host's process list.
 bool GoneWithin(const std::string& needle, int ms);
 
+// Where mounts are attached at or below `dir` in this process's namespace, in mount order, one
+// entry per mount (a path mounted twice comes twice).
+std::vector<std::string> MountPointsBelow(const std::string& dir);
+
 // Output of a command run on the host (through /bin/sh).
 std::string HostOutput(const std::string& command);
 

@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent_harness.h"
@@ -156,6 +157,29 @@ TEST_F(AgentTest, TheForkServersMountTableDoesNotGrowWithTheEnvironments) {
   }
   EXPECT_EQ(mounts(agent_->pid()), agent_before + 10) << "one pin per environment";
   EXPECT_EQ(mounts(fork_server), fork_server_before);
+}
+
+// Each start binds the state directory onto itself and binds its view, unless they are mounted
+// already: restarts, after a stop or a crash, must not stack them. The root has a space in it,
+// which /proc/self/mountinfo writes as \040.
+TEST_F(AgentTest, RestartsLeaveOneMountOfTheStateDirectoryAndOneOfItsView) {
+  AgentProcess agent(scratch_.MakeDir("with space"));
+  agent.Start();
+  agent.Stop();
+  agent.Start();
+  agent.Kill9();
+  agent.Start();
+  std::vector<std::string> mounts = MountPointsBelow(agent.state_dir());
+  EXPECT_EQ(std::count(mounts.begin(), mounts.end(), agent.state_dir()), 1)
+      << absl::StrJoin(mounts, "\n");
+  EXPECT_EQ(std::count(mounts.begin(), mounts.end(), agent.state_dir() + "/view"), 1)
+      << absl::StrJoin(mounts, "\n");
+  // Homes are cloned through the view: an environment gets its home.
+  v1::Environment env;
+  grpc::Status created =
+      CallCreate(agent.stub(), scratch_.MakeDir("projects/spaced", kOwner, kOwner), &env);
+  ASSERT_TRUE(created.ok()) << created.error_message();
+  EXPECT_EQ(Shell(agent.stub(), env.name(), "touch ~/kept && ls ~").out, "kept\n");
 }
 
 class FailedCreateTest : public AgentTest, public ::testing::WithParamInterface<std::string> {};

@@ -396,7 +396,13 @@ TEST_F(EnvironmentTest, StreamMessagesThatAreNotExecRequestsAreRefused) {
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
     EXPECT_THAT(status.error_message(), HasSubstr("not an ExecRequest"));
   }
-  EXPECT_EQ(In(*env_a_, "pgrep -x cat || echo none").out, "none\n");
+  // The call's end ends its process (SIGHUP, right after the status is sent).
+  std::string left;
+  for (int i = 0; i < 60 && left != "none\n"; ++i) {
+    if (i > 0) usleep(50000);
+    left = In(*env_a_, "pgrep -x cat || echo none").out;
+  }
+  EXPECT_EQ(left, "none\n");
 }
 
 // ---- create ----------------------------------------------------------------------------------

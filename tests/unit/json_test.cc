@@ -119,6 +119,26 @@ TEST(ParseLimaList, SaysWhatItCannotRead) {
   }
 }
 
+TEST(EnvironmentsToJson, WritesTimestampsAsProtobufDoes) {
+  auto created_at = [](int64_t seconds, int32_t nanos) {
+    v1::Environment env;
+    env.mutable_created_at()->set_seconds(seconds);
+    env.mutable_created_at()->set_nanos(nanos);
+    std::string json = EnvironmentsToJson({env});
+    size_t at = json.find("\"createdAt\":\"") + 13;
+    return json.substr(at, json.find('"', at) - at);
+  };
+  EXPECT_EQ(created_at(0, 0), "1970-01-01T00:00:00Z");
+  EXPECT_EQ(created_at(1700000000, 120000000), "2023-11-14T22:13:20.120Z");
+  EXPECT_EQ(created_at(1700000000, 120000), "2023-11-14T22:13:20.000120Z");
+  EXPECT_EQ(created_at(1700000000, 1), "2023-11-14T22:13:20.000000001Z");
+  EXPECT_EQ(created_at(-1, 500000000), "1969-12-31T23:59:59.500Z");
+  EXPECT_EQ(created_at(-62135596800, 0), "0001-01-01T00:00:00Z");    // the earliest valid
+  EXPECT_EQ(created_at(-30610310400, 0), "0999-12-31T00:00:00Z");    // four digits of year
+  EXPECT_EQ(created_at(10, -250000000), "1970-01-01T00:00:09.750Z");  // carried
+  EXPECT_EQ(created_at(10, 1250000000), "1970-01-01T00:00:11.250Z");
+}
+
 TEST(EnvironmentsToJson, WritesProtobufsJsonMapping) {
   EXPECT_EQ(EnvironmentsToJson({}), R"({"environments":[]})");
 
