@@ -369,14 +369,17 @@ TEST_F(LimitsTest, AForkBombDoesNotStopTheAgentOrAnotherEnvironment) {
   ASSERT_FALSE(calm.name().empty());
   bool pids_enforced = bomb.limits_enforcement().pids();
 
-  // The classic bomb, marked for whoever looks at ps.
+  // The classic bomb, then a loop that keeps forking sleepers, in bash: dash exits at its first
+  // failed fork, so at the cap a dash bomb dies out, often between two looks at the count, and
+  // the test would miss its peak. bash retries and goes on. Marked for whoever looks at ps.
   const std::string marker = "llima-limits-bomb";
   v1::ExecStart start;
   start.set_environment(bomb.name());
   for (const std::string& arg :
        {std::string("prlimit"), absl::StrCat("--nproc=", kProcessCap), std::string("--"),
         std::string("timeout"), std::string("-s"), std::string("KILL"), std::string("120"),
-        std::string("sh"), std::string("-c"), "b() { b | b & }; b; exec sleep 1000 # " + marker}) {
+        std::string("bash"), std::string("-c"),
+        "b() { b | b & }; b; while :; do sleep 1000 & done 2>/dev/null # " + marker}) {
     start.add_argv(arg);
   }
   ExecStream stream(agent_->stub(), start);
