@@ -261,10 +261,7 @@ void ExecReactor::Begin() {
 
 void ExecReactor::OnReadDone(bool ok) {
   if (!ok) return session_->ReadClosed();
-  v1::ExecRequest request;
-  absl::Status parsed = DecodeExecRequest(&incoming, &request);
-  if (!parsed.ok()) return session_->Received(parsed);
-  session_->Received(std::move(request));
+  session_->Received(DecodeExecRequest(&incoming));
 }
 
 void ExecReactor::OnWriteDone(bool ok) { session_->WriteDone(ok); }

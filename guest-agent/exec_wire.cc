@@ -57,12 +57,12 @@ grpc::ByteBuffer EncodeExecResponse(const v1::ExecResponse& response) {
   return encoded;
 }
 
-absl::Status DecodeExecRequest(grpc::ByteBuffer* raw, v1::ExecRequest* request) {
-  grpc::Status parsed = grpc::SerializationTraits<v1::ExecRequest>::Deserialize(raw, request);
-  if (!parsed.ok()) {
+absl::StatusOr<v1::ExecRequest> DecodeExecRequest(grpc::ByteBuffer* raw) {
+  v1::ExecRequest request;
+  if (!grpc::SerializationTraits<v1::ExecRequest>::Deserialize(raw, &request).ok()) {
     return absl::InvalidArgumentError("a message of the stream is not an ExecRequest");
   }
-  return absl::OkStatus();
+  return request;
 }
 
 }  // namespace llima

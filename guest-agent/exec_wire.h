@@ -10,7 +10,7 @@
 
 #include <cstddef>
 
-#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "llima/v1/agent.pb.h"
 
 namespace llima {
@@ -25,6 +25,6 @@ grpc::ByteBuffer EncodeExecResponse(const v1::ExecResponse& response);
 
 // Parses a request as it came off the stream (and empties `raw`). INVALID_ARGUMENT for bytes
 // that are not an ExecRequest.
-absl::Status DecodeExecRequest(grpc::ByteBuffer* raw, v1::ExecRequest* request);
+absl::StatusOr<v1::ExecRequest> DecodeExecRequest(grpc::ByteBuffer* raw);
 
 }  // namespace llima

@@ -227,16 +227,12 @@ constexpr int kUsageExit = 2;
 // Explains why the command line was refused: an unknown or missing command names the commands
 // that exist where it was expected; anything else keeps the parser's own words.
 int UsageError(CLI::App& app, const CLI::ParseError& error) {
+  // The deepest command given (get_subcommands() lists those the parser met).
   CLI::App* at = &app;
   std::string where = "llima-box";
-  for (bool deeper = true; deeper;) {
-    deeper = false;
-    for (CLI::App* sub : at->get_subcommands([](CLI::App* s) { return s->parsed(); })) {
-      at = sub;
-      where += " " + sub->get_name();
-      deeper = true;
-      break;
-    }
+  while (!at->get_subcommands().empty()) {
+    at = at->get_subcommands().front();
+    where += " " + at->get_name();
   }
   std::string message = error.what();
   if (dynamic_cast<const CLI::RequiredError*>(&error) != nullptr &&

@@ -117,15 +117,15 @@ TEST(DecodeExecRequest, ParsesARequestAndRefusesWhatIsNotOne) {
   std::string wire = sent.SerializeAsString();
   grpc::Slice slice(wire);
   grpc::ByteBuffer raw(&slice, 1);
-  v1::ExecRequest received;
-  ASSERT_TRUE(DecodeExecRequest(&raw, &received).ok());
-  EXPECT_EQ(received.start().environment(), "app-1234");
-  EXPECT_EQ(received.start().argv(0), "true");
+  absl::StatusOr<v1::ExecRequest> received = DecodeExecRequest(&raw);
+  ASSERT_TRUE(received.ok());
+  EXPECT_EQ(received->start().environment(), "app-1234");
+  EXPECT_EQ(received->start().argv(0), "true");
 
   // Field 1 (start) claims 100 bytes and has 3.
   grpc::Slice truncated(std::string("\x0a\x64xyz", 5));
   grpc::ByteBuffer bad(&truncated, 1);
-  absl::Status refused = DecodeExecRequest(&bad, &received);
+  absl::Status refused = DecodeExecRequest(&bad).status();
   EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(refused.message().find("not an ExecRequest"), std::string::npos);
 }
