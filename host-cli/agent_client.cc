@@ -90,8 +90,10 @@ AgentClient::AgentClient(const std::string& socket_path) : socket_path_(socket_p
   // No agent there yet (the VM's forwarded socket comes and goes while it boots), or it refused
   // us: a channel of gRPC's own, which keeps trying quickly and reports why it cannot connect.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // Despite its name, how long one connection attempt may take to get the server's HTTP/2
+  // settings: a slow agent on a busy VM, behind Lima's forward, must not be cut off each time.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2000);
   stub_ = v1::AgentService::NewStub(grpc::CreateCustomChannel(
       absl::StrCat("unix:", socket_path), grpc::InsecureChannelCredentials(), args));
 }
