@@ -1,6 +1,6 @@
 #pragma once
 
-// A client of llima-agent's gRPC API over its Unix socket.
+// A client of llima-agent's gRPC API over its Unix socket (see grpc_connection.h).
 
 #include <functional>
 #include <memory>
@@ -9,12 +9,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "llima/v1/agent.grpc.pb.h"
+#include "grpc_connection.h"
+#include "llima/v1/agent.pb.h"
 
 namespace llima {
 
 class AgentClient {
  public:
+  // Connects at the first call, and again at the next one after the connection failed.
   explicit AgentClient(const std::string& socket_path);
 
   absl::StatusOr<v1::Environment> Create(const std::string& project_path,
@@ -42,15 +44,17 @@ class AgentClient {
   const std::string& socket_path() const { return socket_path_; }
 
  private:
-  absl::Status FromGrpc(const grpc::Status& status) const;
+  absl::StatusOr<GrpcConnection*> Connection();
+  absl::Status Call(absl::string_view method, const google::protobuf::MessageLite& request,
+                    google::protobuf::MessageLite& response,
+                    absl::Time deadline = absl::InfiniteFuture());
 
   std::string socket_path_;
-  std::unique_ptr<v1::AgentService::Stub> stub_;
+  std::unique_ptr<GrpcConnection> connection_;
 };
 
-// Ends the program with `status`: flushes stdio and leaves at once, without joining the gRPC
-// library's threads or destroying its channels (which costs several ms, a large part of a short
-// `llima-box shell -- cmd` or `llima-box list`). Call it only when nothing else is left to do.
+// Ends the program with `status`: flushes stdio and leaves at once, without running static
+// destructors. Call it only when nothing else is left to do.
 [[noreturn]] void ExitAfterCommand(int status);
 
 }  // namespace llima

@@ -150,7 +150,7 @@ if [ -n "$tarball" ]; then
       apt-get update -qq
       apt-get install -y -qq --no-install-recommends cmake ninja-build g++ make pkg-config \
         libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-        libabsl-dev libseccomp-dev libssl-dev libcli11-dev
+        libabsl-dev libseccomp-dev libssl-dev libcli11-dev libnghttp2-dev
     fi
   fi
 

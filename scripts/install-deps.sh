@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libseccomp-dev libssl-dev libcli11-dev
+  libabsl-dev libseccomp-dev libssl-dev libcli11-dev libnghttp2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
   procps util-linux bash less vim-tiny gzip
