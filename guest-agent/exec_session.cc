@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <optional>
 #include <system_error>
 #include <thread>
 
@@ -219,7 +220,8 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   // terminal the process gets.
   absl::StatusOr<UniqueFd> OpenTerminal(const LiveEnvironment& env, const v1::TerminalSize& size);
   absl::Status Resize(const v1::TerminalSize& size);
-  void Finish(const absl::Status& status);
+  // Ends the call with `status`, after `last` if given (written together with the status).
+  void Finish(const absl::Status& status, std::optional<grpc::ByteBuffer> last = std::nullopt);
   // The first request, or why there is none: the stream ended, the start timeout passed or the
   // agent is stopping.
   absl::Status WaitForStart(v1::ExecRequest* first);
@@ -406,11 +408,8 @@ void ExecSession::Run() {
   } else {
     exited.mutable_exited()->set_exit_code(WEXITSTATUS(status));
   }
-  {
-    std::lock_guard lock(mu_);
-    outbox_.push_back(EncodeExecResponse(exited));
-  }
-  // Wait for the last write to complete before finishing.
+  // The output still queued goes first; the exit status then goes out with the call's status,
+  // in one write: the client learns both at once.
   for (;;) {
     bool done;
     {
@@ -424,7 +423,7 @@ void ExecSession::Run() {
     SendNext();
     Sleep(-1);
   }
-  Finish(absl::OkStatus());
+  Finish(absl::OkStatus(), EncodeExecResponse(exited));
 }
 
 absl::Status ExecSession::Start(const v1::ExecStart& start) {
@@ -747,7 +746,7 @@ void ExecSession::BequeathOutput() {
   }
 }
 
-void ExecSession::Finish(const absl::Status& status) {
+void ExecSession::Finish(const absl::Status& status, std::optional<grpc::ByteBuffer> last) {
   if (!status.ok() || child_.pid == 0) {
     LogOperation("exec", env_name_, absl::Now() - started_at_, status);
   } else {
@@ -755,7 +754,13 @@ void ExecSession::Finish(const absl::Status& status) {
     LogOperation("exit", env_name_, absl::Now() - started_at_, status,
                  absl::StrCat("pid=", child_.ns_pid, " status=", wait_status.value_or(-1)));
   }
-  std::exchange(reactor_, nullptr)->Finish(ToGrpcStatus(status));
+  ExecReactor* reactor = std::exchange(reactor_, nullptr);
+  if (last) {
+    reactor->outgoing.Swap(&*last);
+    reactor->StartWriteAndFinish(&reactor->outgoing, grpc::WriteOptions(), ToGrpcStatus(status));
+  } else {
+    reactor->Finish(ToGrpcStatus(status));
+  }
 }
 
 // Runs every session on a thread of its own, and keeps a few threads that have finished one for
