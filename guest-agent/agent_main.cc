@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <climits>
 #include <condition_variable>
 #include <cstdio>
 #include <future>
@@ -297,6 +298,11 @@ int Run(int argc, char** argv) {
                              max_exec_calls + kStreamsBeyondExecCalls);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
                              static_cast<int>(max_connection_idle * 1000));
+  // No keepalive pings from the agent (gRPC's default: one every 2 h, 20 s to answer). Its
+  // peers are local processes or Lima's forward, whose end closes the connection; and the CLI
+  // reads its connection only between writes of output, so one blocked on a paused pager must
+  // not lose its command for a ping it could not answer.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, INT_MAX);
   auto* calls = new CallTracker();
   {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;

@@ -10,7 +10,6 @@
 #include <cstdlib>
 
 #include "agent_client.h"
-#include "mutex_checks.h"
 #include "terminal_session.h"
 
 namespace llima {
@@ -52,6 +51,5 @@ int Run(int argc, char** argv) {
 }  // namespace llima
 
 int main(int argc, char** argv) {
-  llima::SkipMutexDeadlockDetection();
   return llima::Run(argc, argv);
 }

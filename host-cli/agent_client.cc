@@ -41,7 +41,7 @@ bool WriteFully(int fd, const std::string& data) {
 AgentClient::AgentClient(const std::string& socket_path) : socket_path_(socket_path) {}
 
 absl::StatusOr<GrpcConnection*> AgentClient::Connection() {
-  if (connection_ != nullptr && connection_->status().ok()) return connection_.get();
+  if (connection_ != nullptr && connection_->Usable()) return connection_.get();
   connection_.reset();
   absl::StatusOr<std::unique_ptr<GrpcConnection>> made = GrpcConnection::Connect(socket_path_);
   if (!made.ok()) return made.status();

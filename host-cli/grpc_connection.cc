@@ -5,6 +5,7 @@
 #include <nghttp2/nghttp2.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -79,6 +80,25 @@ std::string GrpcTimeout(absl::Duration left) {
 }
 
 // nghttp2 copies name and value at submission: the stream's headers need not outlive it.
+// Deadlines are kept on the monotonic clock: a suspended host or a clock step must neither
+// expire a call early nor stretch it.
+absl::Duration MonotonicNow() {
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return absl::DurationFromTimespec(now);
+}
+
+// Drops the sent front of a buffer that is appended to while it is sent, once it is most of it.
+void DropSentPrefix(std::string& buffer, size_t& offset) {
+  if (offset == buffer.size()) {
+    buffer.clear();
+    offset = 0;
+  } else if (offset >= (1 << 20) && offset > buffer.size() / 2) {
+    buffer.erase(0, offset);
+    offset = 0;
+  }
+}
+
 nghttp2_nv Header(absl::string_view name, absl::string_view value) {
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
@@ -89,7 +109,7 @@ nghttp2_nv Header(absl::string_view name, absl::string_view value) {
 
 struct GrpcConnection::Stream {
   int32_t id = -1;
-  absl::Time deadline = absl::InfiniteFuture();
+  absl::Duration deadline = absl::InfiniteDuration();  // on MonotonicNow()'s clock
   // Framed messages written and not yet handed to nghttp2.
   std::string send;
   size_t send_offset = 0;
@@ -134,11 +154,9 @@ struct GrpcConnectionCallbacks {
     size_t n = std::min(left, length);
     memcpy(buf, s->send.data() + s->send_offset, n);
     s->send_offset += n;
-    if (s->send_offset == s->send.size()) {
-      s->send.clear();
-      s->send_offset = 0;
-      if (s->writes_done) *flags |= NGHTTP2_DATA_FLAG_EOF;
-    }
+    // Input keeps coming while it is sent: what went out must not stay behind.
+    DropSentPrefix(s->send, s->send_offset);
+    if (s->send.empty() && s->writes_done) *flags |= NGHTTP2_DATA_FLAG_EOF;
     return static_cast<ssize_t>(n);
   }
 
@@ -169,8 +187,16 @@ struct GrpcConnectionCallbacks {
   }
 
   static int OnFrame(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+    auto* c = static_cast<GrpcConnection*>(user);
     if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
-      static_cast<GrpcConnection*>(user)->greeted_ = true;
+      c->greeted_ = true;
+    } else if (frame->hd.type == NGHTTP2_GOAWAY) {
+      c->going_away_ = true;  // no new streams; ones it did not take end as refused
+    } else if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+               (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+      // The server's side is over (its trailers came): so is the call, whether or not this
+      // side has closed its own.
+      if (GrpcConnection::Stream* s = StreamOf(user, frame->hd.stream_id)) s->closed = true;
     }
     return 0;
   }
@@ -234,7 +260,7 @@ absl::StatusOr<std::unique_ptr<GrpcConnection>> GrpcConnection::Connect(const st
   if (rv != 0) {
     return absl::InternalError(absl::StrCat("HTTP/2 settings: ", nghttp2_strerror(rv)));
   }
-  c->greeting_deadline_ = absl::Now() + kGreetingTimeout;
+  c->greeting_deadline_ = MonotonicNow() + kGreetingTimeout;
   return c;
 }
 
@@ -271,25 +297,25 @@ bool GrpcConnection::Flush() {
         return false;
       }
       if (n == 0) break;
-      if (out_offset_ > 0 && out_offset_ == out_.size()) {
-        out_.clear();
-        out_offset_ = 0;
-      }
+      // Nothing reaches the server any more; what it sent before is still read.
+      if (!send_error_.empty()) continue;
+      DropSentPrefix(out_, out_offset_);
       out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
     }
-    if (out_offset_ == out_.size()) {
-      out_.clear();
-      out_offset_ = 0;
-      return true;
-    }
+    DropSentPrefix(out_, out_offset_);
+    if (out_.empty()) return true;
     ssize_t sent = send(fd_.get(), out_.data() + out_offset_, out_.size() - out_offset_,
                         MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
-      FailConnection(absl::UnavailableError(
-          absl::StrCat("the connection to llima-agent at ", path_, " failed: ", strerror(errno))));
-      return false;
+      // The server closed its side (EPIPE) or the connection broke. What it sent before (its
+      // last output, the call's status) is still to be read: the end of reading fails the
+      // connection, naming this error.
+      send_error_ = strerror(errno);
+      out_.clear();
+      out_offset_ = 0;
+      return true;
     }
     out_offset_ += static_cast<size_t>(sent);
   }
@@ -310,7 +336,10 @@ bool GrpcConnection::Receive() {
   if (n == 0) {
     FailConnection(absl::UnavailableError(absl::StrCat(
         "llima-agent at ", path_, " closed the connection",
-        greeted_ ? "" : " without answering (is an agent listening behind this socket?)")));
+        greeted_ ? ""
+                 : " without answering (no agent behind the socket, or one at its limit of "
+                   "connections)",
+        send_error_.empty() ? "" : absl::StrCat(" (sending had failed: ", send_error_, ")"))));
     return false;
   }
   ssize_t used = nghttp2_session_mem_recv(session_, buffer, static_cast<size_t>(n));
@@ -322,13 +351,27 @@ bool GrpcConnection::Receive() {
   return true;
 }
 
+bool GrpcConnection::Usable() {
+  if (!connection_status_.ok() || going_away_) return false;
+  // What arrived since the last call: a GOAWAY or the end of the connection (the agent closes
+  // connections left idle) says not to start another call here.
+  pollfd readable{fd_.get(), POLLIN, 0};
+  while (connection_status_.ok() && !going_away_ && poll(&readable, 1, 0) == 1) {
+    if (!Receive()) break;
+    Flush();
+  }
+  return connection_status_.ok() && !going_away_;
+}
+
 absl::Status GrpcConnection::StartStream(absl::string_view method, absl::Time deadline) {
   if (!connection_status_.ok()) return connection_status_;
   if (stream_ != nullptr && !stream_->ended()) {
     return absl::FailedPreconditionError("a call is already in progress on this connection");
   }
   stream_ = std::make_unique<Stream>();
-  stream_->deadline = deadline;
+  if (deadline != absl::InfiniteFuture()) {
+    stream_->deadline = MonotonicNow() + (deadline - absl::Now());
+  }
   std::string timeout;
   std::vector<nghttp2_nv> headers = {
       Header(":method", "POST"),
@@ -445,7 +488,7 @@ GrpcConnection::Event GrpcConnection::Wait(absl::Span<pollfd> watch) {
     }
     // Checked on every turn, not only when poll times out: a peer that keeps sending must not
     // keep a call past its deadline.
-    absl::Time now = absl::Now();
+    absl::Duration now = MonotonicNow();
     if (!greeted_ && now >= greeting_deadline_) {
       FailConnection(
           absl::UnavailableError(absl::StrCat("llima-agent at ", path_, " did not answer within ",
@@ -457,11 +500,11 @@ GrpcConnection::Event GrpcConnection::Wait(absl::Span<pollfd> watch) {
           absl::StrCat("llima-agent at ", path_, " did not finish the call in time")));
       continue;
     }
-    absl::Time deadline = s->deadline;
+    absl::Duration deadline = s->deadline;
     if (!greeted_) deadline = std::min(deadline, greeting_deadline_);
     int timeout = -1;
-    if (deadline != absl::InfiniteFuture()) {
-      absl::Duration left = deadline - absl::Now();
+    if (deadline != absl::InfiniteDuration()) {
+      absl::Duration left = deadline - now;
       timeout =
           left <= absl::ZeroDuration()
               ? 0
@@ -510,7 +553,8 @@ absl::Status GrpcConnection::Finish() {
   }
   if (s->reset_code == NGHTTP2_REFUSED_STREAM) {
     return absl::UnavailableError(
-        absl::StrCat("llima-agent at ", path_, " refused the call (it is stopping)"));
+        absl::StrCat("llima-agent at ", path_,
+                     " did not take the call (it is stopping, or closed an idle connection)"));
   }
   if (s->reset_code == NGHTTP2_CANCEL)
     return absl::CancelledError("llima-agent cancelled the call");

@@ -59,6 +59,9 @@ class GrpcConnection {
   void Cancel();
   // Not OK once the connection can carry no more calls.
   const absl::Status& status() const { return connection_status_; }
+  // Whether a new call can start here: reads what arrived since the last one (a GOAWAY, the
+  // end of a connection the server closed as idle) without waiting.
+  bool Usable();
   // Bytes written and not yet sent: callers stop reading their input while this is large.
   size_t unsent_bytes() const;
 
@@ -97,9 +100,11 @@ class GrpcConnection {
   std::unique_ptr<uint8_t[]> receive_buffer_;
   std::string out_;  // bytes nghttp2 produced and the socket did not take yet
   size_t out_offset_ = 0;
-  bool greeted_ = false;  // the server's SETTINGS arrived
-  absl::Time greeting_deadline_;
-  absl::Status connection_status_;  // not OK once the connection is unusable
+  bool greeted_ = false;              // the server's SETTINGS arrived
+  bool going_away_ = false;           // the server's GOAWAY arrived
+  std::string send_error_;            // why sending failed; reading goes on until the end
+  absl::Duration greeting_deadline_;  // on the monotonic clock
+  absl::Status connection_status_;    // not OK once the connection is unusable
   std::unique_ptr<Stream> stream_;
 };
 

@@ -17,7 +17,6 @@
 #include "agent_source.h"
 #include "lima_driver.h"
 #include "list_json.h"
-#include "mutex_checks.h"
 #include "naming.h"
 #include "terminal_session.h"
 
@@ -419,8 +418,7 @@ int Run(int argc, char** argv) {
   bool needs_vm_started = *shell || *create || *exec;
   absl::StatusOr<std::unique_ptr<AgentClient>> connected = where.Connect(needs_vm_started);
   if (!connected.ok()) return Fail(connected.status());
-  // Never destroyed: Run's caller ends the program with ExitAfterCommand, and destroying a
-  // channel first shuts gRPC's threads down, a few milliseconds of every command.
+  // Never destroyed: Run's caller ends the program with ExitAfterCommand.
   AgentClient& client = *connected->release();
 
   if (*create) {
@@ -520,6 +518,5 @@ int Run(int argc, char** argv) {
 }  // namespace llima
 
 int main(int argc, char** argv) {
-  llima::SkipMutexDeadlockDetection();
   llima::ExitAfterCommand(llima::Run(argc, argv));
 }

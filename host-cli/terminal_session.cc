@@ -98,8 +98,8 @@ void EnsureStandardDescriptors() {
 
 namespace {
 
-// Run before any shared library's initializers: gRPC's open descriptors of their own while
-// they initialize, and would take a closed 0, 1 or 2.
+// Run before any library's initializers: a descriptor one of them opened would take a closed
+// 0, 1 or 2, and then receive the program's input or output.
 void EnsureStandardDescriptorsAtStart(int, char**, char**) { EnsureStandardDescriptors(); }
 __attribute__((section(".preinit_array"), used)) void (*const kPreinit)(int, char**, char**) =
     EnsureStandardDescriptorsAtStart;
