@@ -14,8 +14,6 @@ namespace llima {
 namespace {
 
 constexpr size_t kStdinChunk = 128 * 1024;
-// Input read ahead of what the connection has sent: reading stops there until it drains.
-constexpr size_t kMaxUnsentInput = 1 << 20;
 
 bool WriteFully(int fd, const std::string& data) {
   const char* p = data.data();
@@ -129,10 +127,12 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
   v1::ExecResponse response;
   for (;;) {
     pollfd watch[2] = {
-        {stdin_open && call.unsent_bytes() < kMaxUnsentInput ? io.stdin_fd : -1, POLLIN, 0},
+        // Input is read only as fast as it goes out (Wait says kSendRoom when it may again).
+        {stdin_open && !call.send_backlogged() ? io.stdin_fd : -1, POLLIN, 0},
         {io.resize_fd, POLLIN, 0}};
     GrpcConnection::Event event = call.Wait(watch);
     if (event == GrpcConnection::Event::kEnded) break;
+    if (event == GrpcConnection::Event::kSendRoom) continue;
     if (event == GrpcConnection::Event::kMessage) {
       while (call.Read(response)) {
         bool written = true;

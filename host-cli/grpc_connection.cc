@@ -474,12 +474,16 @@ bool GrpcConnection::Read(google::protobuf::MessageLite& message) {
 
 GrpcConnection::Event GrpcConnection::Wait(absl::Span<pollfd> watch) {
   std::vector<pollfd> pfds(1 + watch.size());
+  // A caller that stopped reading its input for the backlog must hear when it is gone, even if
+  // nothing else happens (a command that reads its input and says nothing).
+  const bool backlogged = send_backlogged();
   for (;;) {
     Stream* s = stream_.get();
     if (s == nullptr) return Event::kEnded;
     if (PeekMessage()) return Event::kMessage;
     if (s->ended()) return Event::kEnded;
     if (!Flush()) continue;  // the stream has ended with the connection's error
+    if (backlogged && !send_backlogged()) return Event::kSendRoom;
     if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_) &&
         out_offset_ == out_.size()) {
       FailConnection(

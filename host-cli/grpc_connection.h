@@ -62,13 +62,17 @@ class GrpcConnection {
   // Whether a new call can start here: reads what arrived since the last one (a GOAWAY, the
   // end of a connection the server closed as idle) without waiting.
   bool Usable();
-  // Bytes written and not yet sent: callers stop reading their input while this is large.
+  // Bytes written and not yet sent.
   size_t unsent_bytes() const;
+  // Callers stop reading their input while this much is unsent; Wait() says when it is not.
+  static constexpr size_t kSendBacklog = 1 << 20;
+  bool send_backlogged() const { return unsent_bytes() >= kSendBacklog; }
 
   enum class Event {
-    kMessage,  // Read() has a message
-    kWatched,  // one of the watched descriptors has revents
-    kEnded,    // the call is over: Finish() says how
+    kMessage,   // Read() has a message
+    kWatched,   // one of the watched descriptors has revents
+    kSendRoom,  // the send backlog, there when Wait() began, is below kSendBacklog now
+    kEnded,     // the call is over: Finish() says how
   };
   // Sends and receives until one of the events above. `watch` entries with fd < 0 are ignored;
   // their revents are set on return.

@@ -156,6 +156,18 @@ TEST_F(ShellTest, WithoutATerminalStdinArrivesWholeWhetherReadyOrLate) {
             "late\nlater\n");
 }
 
+// Input much larger than what the client holds unsent (1 MiB), to a command that starts
+// reading late (so that the client's backlog fills first) and says nothing until the end: the
+// client must go on reading its input as the backlog goes out, with no output to wake it.
+// (`timeout`: a client that stops would hang the test.)
+TEST_F(ShellTest, WithoutATerminalALargeInputArrivesWholeAtACommandThatAnswersOnlyAtTheEnd) {
+  std::string box = absl::StrCat("LLIMA_BOX_SOCKET='", agent_->socket_path(), "' timeout 60 '",
+                                 LLIMA_BOX_BINARY, "' shell '", project_, "' -- ");
+  EXPECT_EQ(HostOutput(absl::StrCat("head -c 67108864 /dev/zero | ", box,
+                                    "sh -c 'sleep 1; exec wc -c'")),
+            "67108864\n");
+}
+
 TEST_F(ShellTest, SandboxEntersAnEnvironmentByName) {
   auto shell = Shell({"true"});
   ASSERT_EQ(shell->Wait(), 0);
