@@ -352,7 +352,8 @@ bool GrpcConnection::Receive() {
 }
 
 bool GrpcConnection::Usable() {
-  if (!connection_status_.ok() || going_away_) return false;
+  // After a failed send nothing would reach the server.
+  if (!connection_status_.ok() || going_away_ || !send_error_.empty()) return false;
   // What arrived since the last call: a GOAWAY or the end of the connection (the agent closes
   // connections left idle) says not to start another call here.
   pollfd readable{fd_.get(), POLLIN, 0};
@@ -360,11 +361,15 @@ bool GrpcConnection::Usable() {
     if (!Receive()) break;
     Flush();
   }
-  return connection_status_.ok() && !going_away_;
+  return connection_status_.ok() && !going_away_ && send_error_.empty();
 }
 
 absl::Status GrpcConnection::StartStream(absl::string_view method, absl::Time deadline) {
   if (!connection_status_.ok()) return connection_status_;
+  if (!send_error_.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot send to llima-agent at ", path_, " any more: ", send_error_));
+  }
   if (stream_ != nullptr && !stream_->ended()) {
     return absl::FailedPreconditionError("a call is already in progress on this connection");
   }
@@ -477,11 +482,21 @@ GrpcConnection::Event GrpcConnection::Wait(absl::Span<pollfd> watch) {
   // A caller that stopped reading its input for the backlog must hear when it is gone, even if
   // nothing else happens (a command that reads its input and says nothing).
   const bool backlogged = send_backlogged();
+  for (pollfd& p : watch) p.revents = 0;
   for (;;) {
     Stream* s = stream_.get();
     if (s == nullptr) return Event::kEnded;
     if (PeekMessage()) return Event::kMessage;
-    if (s->ended()) return Event::kEnded;
+    if (s->ended()) {
+      // The server ended the call while this side had not closed its own (an interactive
+      // session never does): close it, as the call is over.
+      if (s->closed && !s->ended_here &&
+          nghttp2_session_get_stream_local_close(session_, s->id) == 0) {
+        nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+        Flush();
+      }
+      return Event::kEnded;
+    }
     if (!Flush()) continue;  // the stream has ended with the connection's error
     if (backlogged && !send_backlogged()) return Event::kSendRoom;
     if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_) &&

@@ -57,7 +57,8 @@ class GrpcConnection {
   void WritesDone();
   // Ends the call now (RST_STREAM CANCEL); Finish() then says CANCELLED.
   void Cancel();
-  // Not OK once the connection can carry no more calls.
+  // Not OK once the connection has failed (Usable() also knows of a server that said it takes
+  // no more calls).
   const absl::Status& status() const { return connection_status_; }
   // Whether a new call can start here: reads what arrived since the last one (a GOAWAY, the
   // end of a connection the server closed as idle) without waiting.
