@@ -595,6 +595,13 @@ class GrpcConnectionTest : public ::testing::Test {
     return response;
   }
 
+  // The client's side of the raw server's AnswerReadyThenWait: an Exec stream started, one
+  // input written, the "ready" message read.
+  static void StartExecUntilReady(GrpcConnection& connection) {
+    ASSERT_TRUE(connection.StartStream(kExec, Soon()).ok());
+    ASSERT_TRUE(connection.Write(Stdin("first")));
+    EXPECT_EQ(NextResponse(connection).stdout(), "ready");
+  }
   static v1::ExecRequest Stdin(absl::string_view data) {
     v1::ExecRequest request;
     request.set_stdin(std::string(data));
@@ -1370,6 +1377,16 @@ TEST_F(GrpcConnectionTest, AServerEndingTheCallDuringAnUploadGivesItsStatus) {
   EXPECT_THAT(agent_.exec_ended.WaitFor(std::chrono::seconds(10)), Optional(false));
 }
 
+// The raw server's side of the send-error tests: a response's headers and one "ready" message,
+// then nothing until the test says go. False if it never does.
+bool AnswerReadyThenWait(RawHttp2Server& raw, int32_t stream_id, Signal& go) {
+  raw.SendHeaders(stream_id, {{":status", "200"}, {"content-type", "application/grpc"}}, false);
+  v1::ExecResponse ready;
+  ready.set_stdout("ready");
+  raw.SendData(stream_id, Framed(ready));
+  return go.WaitFor(std::chrono::seconds(10)).has_value();
+}
+
 // The server's last message and status arrive, then it closes the connection while the client
 // still has input to send: the send fails (EPIPE), and what the server sent before is still
 // read and reported. Ordered without timing: the client writes only once the server has closed.
@@ -1377,11 +1394,7 @@ TEST_F(GrpcConnectionTest, AfterASendFailsTheServersLastMessageAndStatusAreStill
   std::string path = dir_ + "/raw.sock";
   Signal go, closed;
   RawHttp2Server server(path, [&](RawHttp2Server& raw, int32_t stream_id, int) {
-    raw.SendHeaders(stream_id, {{":status", "200"}, {"content-type", "application/grpc"}}, false);
-    v1::ExecResponse ready;
-    ready.set_stdout("ready");
-    raw.SendData(stream_id, Framed(ready));
-    if (!go.WaitFor(std::chrono::seconds(10)).has_value()) return;
+    if (!AnswerReadyThenWait(raw, stream_id, go)) return;
     v1::ExecResponse exited;
     exited.mutable_exited()->set_exit_code(9);
     raw.SendData(stream_id, Framed(exited));
@@ -1392,9 +1405,7 @@ TEST_F(GrpcConnectionTest, AfterASendFailsTheServersLastMessageAndStatusAreStill
   });
   std::unique_ptr<GrpcConnection> connection = Connect(path);
   ASSERT_NE(connection, nullptr);
-  ASSERT_TRUE(connection->StartStream(kExec, Soon()).ok());
-  ASSERT_TRUE(connection->Write(Stdin("first")));
-  EXPECT_EQ(NextResponse(*connection).stdout(), "ready");
+  ASSERT_NO_FATAL_FAILURE(StartExecUntilReady(*connection));
   go.Set(true);
   ASSERT_THAT(closed.WaitFor(std::chrono::seconds(10)), Optional(true));
 
@@ -1420,20 +1431,14 @@ TEST_F(GrpcConnectionTest, ASendThatFailedIsNamedWhenTheServerClosesWithoutAStat
   std::string path = dir_ + "/raw.sock";
   Signal go, closed;
   RawHttp2Server server(path, [&](RawHttp2Server& raw, int32_t stream_id, int) {
-    raw.SendHeaders(stream_id, {{":status", "200"}, {"content-type", "application/grpc"}}, false);
-    v1::ExecResponse ready;
-    ready.set_stdout("ready");
-    raw.SendData(stream_id, Framed(ready));
-    if (!go.WaitFor(std::chrono::seconds(10)).has_value()) return;
+    if (!AnswerReadyThenWait(raw, stream_id, go)) return;
     raw.Drain();  // nothing unread: the client then reads an end of file, not a reset
     raw.Close();
     closed.Set(true);
   });
   std::unique_ptr<GrpcConnection> connection = Connect(path);
   ASSERT_NE(connection, nullptr);
-  ASSERT_TRUE(connection->StartStream(kExec, Soon()).ok());
-  ASSERT_TRUE(connection->Write(Stdin("first")));
-  EXPECT_EQ(NextResponse(*connection).stdout(), "ready");
+  ASSERT_NO_FATAL_FAILURE(StartExecUntilReady(*connection));
   go.Set(true);
   ASSERT_THAT(closed.WaitFor(std::chrono::seconds(10)), Optional(true));
 
@@ -1455,11 +1460,7 @@ TEST_F(GrpcConnectionTest, AConnectionWhoseSendingFailedIsNotUsable) {
   std::string path = dir_ + "/raw.sock";
   Signal go, answered, finish;
   RawHttp2Server server(path, [&](RawHttp2Server& raw, int32_t stream_id, int) {
-    raw.SendHeaders(stream_id, {{":status", "200"}, {"content-type", "application/grpc"}}, false);
-    v1::ExecResponse ready;
-    ready.set_stdout("ready");
-    raw.SendData(stream_id, Framed(ready));
-    if (!go.WaitFor(std::chrono::seconds(10)).has_value()) return;
+    if (!AnswerReadyThenWait(raw, stream_id, go)) return;
     raw.StopReading();
     v1::ExecResponse exited;
     exited.mutable_exited()->set_exit_code(0);
@@ -1470,9 +1471,7 @@ TEST_F(GrpcConnectionTest, AConnectionWhoseSendingFailedIsNotUsable) {
   });
   std::unique_ptr<GrpcConnection> connection = Connect(path);
   ASSERT_NE(connection, nullptr);
-  ASSERT_TRUE(connection->StartStream(kExec, Soon()).ok());
-  ASSERT_TRUE(connection->Write(Stdin("first")));
-  EXPECT_EQ(NextResponse(*connection).stdout(), "ready");
+  ASSERT_NO_FATAL_FAILURE(StartExecUntilReady(*connection));
   go.Set(true);
   ASSERT_THAT(answered.WaitFor(std::chrono::seconds(10)), Optional(true));
   ASSERT_TRUE(connection->Write(Stdin(Bytes(64 << 10))));  // its send fails
