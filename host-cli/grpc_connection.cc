@@ -79,7 +79,6 @@ std::string GrpcTimeout(absl::Duration left) {
   return absl::StrCat(std::min<int64_t>(99999999, ms / 1000), "S");
 }
 
-// nghttp2 copies name and value at submission: the stream's headers need not outlive it.
 // Deadlines are kept on the monotonic clock: a suspended host or a clock step must neither
 // expire a call early nor stretch it.
 absl::Duration MonotonicNow() {
@@ -99,6 +98,7 @@ void DropSentPrefix(std::string& buffer, size_t& offset) {
   }
 }
 
+// nghttp2 copies name and value at submission: the stream's headers need not outlive it.
 nghttp2_nv Header(absl::string_view name, absl::string_view value) {
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
@@ -120,7 +120,7 @@ struct GrpcConnection::Stream {
   int http_status = 0;
   std::optional<int> grpc_status;
   std::string grpc_message;
-  bool closed = false;  // nghttp2 closed the stream
+  bool closed = false;  // the server ended the stream (END_STREAM), or nghttp2 closed it
   uint32_t reset_code = 0;
   // Set when this side ended the call (cancel, deadline, a bad message, a lost connection).
   std::optional<absl::Status> ended_here;
