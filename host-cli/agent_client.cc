@@ -14,6 +14,8 @@ namespace llima {
 namespace {
 
 constexpr size_t kStdinChunk = 128 * 1024;
+// Methods are called by their HTTP/2 path: the service's, then the method's name.
+constexpr char kServicePath[] = "/llima.v1.AgentService/";
 
 bool WriteFully(int fd, const std::string& data) {
   const char* p = data.data();
@@ -52,8 +54,7 @@ absl::Status AgentClient::Call(absl::string_view method,
                                google::protobuf::MessageLite& response, absl::Time deadline) {
   absl::StatusOr<GrpcConnection*> connection = Connection();
   if (!connection.ok()) return connection.status();
-  return (*connection)
-      ->Call(absl::StrCat("/llima.v1.AgentService/", method), request, response, deadline);
+  return (*connection)->Call(absl::StrCat(kServicePath, method), request, response, deadline);
 }
 
 absl::StatusOr<v1::Environment> AgentClient::Create(const std::string& project_path,
@@ -103,7 +104,7 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
   absl::StatusOr<GrpcConnection*> connection = Connection();
   if (!connection.ok()) return connection.status();
   GrpcConnection& call = **connection;
-  if (auto s = call.StartStream("/llima.v1.AgentService/Exec"); !s.ok()) return s;
+  if (auto s = call.StartStream(absl::StrCat(kServicePath, "Exec")); !s.ok()) return s;
   v1::ExecRequest first;
   *first.mutable_start() = start;
   call.Write(first);

@@ -418,8 +418,7 @@ int Run(int argc, char** argv) {
   bool needs_vm_started = *shell || *create || *exec;
   absl::StatusOr<std::unique_ptr<AgentClient>> connected = where.Connect(needs_vm_started);
   if (!connected.ok()) return Fail(connected.status());
-  // Never destroyed: Run's caller ends the program with ExitAfterCommand.
-  AgentClient& client = *connected->release();
+  AgentClient& client = **connected;
 
   if (*create) {
     absl::StatusOr<std::string> path = ResolvePath(create_path);
