@@ -10,10 +10,7 @@ namespace llima {
 grpc::Status AgentServiceImpl::CreateEnvironment(grpc::ServerContext*,
                                                  const v1::CreateEnvironmentRequest* request,
                                                  v1::Environment* response) {
-  absl::Time start = absl::Now();
-  absl::StatusOr<v1::Environment> env = environments_.Create(*request);
-  LogOperation("create", env.ok() ? env->name() : request->name(), absl::Now() - start,
-               env.status(), absl::StrCat("path=", request->project_path()));
+  absl::StatusOr<v1::Environment> env = environments_.CreateAndLog(*request);
   if (!env.ok()) return ToGrpcStatus(env.status());
   *response = std::move(*env);
   return grpc::Status::OK;

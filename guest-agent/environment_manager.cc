@@ -154,6 +154,15 @@ EnvironmentManager::EnvironmentManager(EnvironmentStore& store, CgroupTree cgrou
     : EnvironmentManager(store, std::move(cgroups), fork_server, std::move(protected_paths),
                          RecommendedResourceDefaults(PhysicalMemoryBytes())) {}
 
+absl::StatusOr<v1::Environment> EnvironmentManager::CreateAndLog(
+    const v1::CreateEnvironmentRequest& request) {
+  absl::Time start = absl::Now();
+  absl::StatusOr<v1::Environment> env = Create(request);
+  LogOperation("create", env.ok() ? env->name() : request.name(), absl::Now() - start,
+               env.status(), absl::StrCat("path=", request.project_path()));
+  return env;
+}
+
 absl::StatusOr<v1::Environment> EnvironmentManager::Create(
     const v1::CreateEnvironmentRequest& request) {
   absl::StatusOr<EnvironmentToCreate> wanted = ValidateCreateEnvironment(request);

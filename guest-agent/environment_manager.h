@@ -65,6 +65,8 @@ class EnvironmentManager {
   void Recover();
 
   absl::StatusOr<v1::Environment> Create(const v1::CreateEnvironmentRequest& request);
+  // Create, and the agent log's line for it.
+  absl::StatusOr<v1::Environment> CreateAndLog(const v1::CreateEnvironmentRequest& request);
   absl::StatusOr<v1::Environment> Get(const v1::GetEnvironmentRequest& request) const;
   std::vector<v1::Environment> List() const;
   absl::Status Delete(const std::string& name);

@@ -234,8 +234,11 @@ absl::Status ValidateTerminalSize(const v1::TerminalSize& size) {
 }
 
 absl::Status ValidateExecStart(const v1::ExecStart& start) {
-  if (start.environment().empty()) {
-    return absl::InvalidArgumentError("start.environment is empty");
+  if (start.environment().empty() == start.project_path().empty()) {
+    return absl::InvalidArgumentError(
+        start.environment().empty()
+            ? "start.environment is empty (name an environment, or set start.project_path)"
+            : "start sets both environment and project_path: set one of them");
   }
   if (start.argv().empty() || start.argv(0).empty()) {
     return absl::InvalidArgumentError("start.argv is empty: name a program to run");

@@ -101,6 +101,32 @@ absl::Status AgentClient::Delete(const std::string& name) {
 }
 
 absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, const ExecIo& io) {
+  bool started = false;
+  return Exec(start, io, started);
+}
+
+absl::StatusOr<v1::ExecExited> AgentClient::ExecInProject(const std::string& project_path,
+                                                          v1::ExecStart start,
+                                                          const ExecIo& io) {
+  start.clear_environment();
+  start.set_project_path(project_path);
+  bool started = false;
+  absl::StatusOr<v1::ExecExited> exited = Exec(start, io, started);
+  if (exited.ok() || started || exited.status().code() != absl::StatusCode::kInvalidArgument) {
+    return exited;
+  }
+  // Refused before anything ran, and before any input was read: an agent older than
+  // project_path says the environment is missing. The two calls it understands do the same;
+  // a request it refused for another reason is refused again, with that reason.
+  absl::StatusOr<v1::Environment> env = Create(project_path);
+  if (!env.ok()) return env.status();
+  start.clear_project_path();
+  start.set_environment(env->name());
+  return Exec(start, io);
+}
+
+absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, const ExecIo& io,
+                                                 bool& started) {
   absl::StatusOr<GrpcConnection*> connection = Connection();
   if (!connection.ok()) return connection.status();
   GrpcConnection& call = **connection;
@@ -128,8 +154,10 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
   v1::ExecResponse response;
   for (;;) {
     pollfd watch[2] = {
-        // Input is read only as fast as it goes out (Wait says kSendRoom when it may again).
-        {stdin_open && !call.send_backlogged() ? io.stdin_fd : -1, POLLIN, 0},
+        // Input is read only once the process runs (a call refused before leaves it all to
+        // whoever reads next), and only as fast as it goes out (Wait says kSendRoom when it
+        // may again).
+        {started && stdin_open && !call.send_backlogged() ? io.stdin_fd : -1, POLLIN, 0},
         {io.resize_fd, POLLIN, 0}};
     GrpcConnection::Event event = call.Wait(watch);
     if (event == GrpcConnection::Event::kEnded) break;
@@ -143,6 +171,9 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
             break;
           case v1::ExecResponse::kStderr:
             written = WriteFully(io.stderr_fd, response.stderr());
+            break;
+          case v1::ExecResponse::kStarted:
+            started = true;
             break;
           case v1::ExecResponse::kExited:
             exited = response.exited();

@@ -38,13 +38,22 @@ class AgentClient {
     std::function<v1::TerminalSize()> terminal_size;
   };
 
-  // Runs a process and streams it. Returns how it ended.
+  // Runs a process and streams it. Returns how it ended. Input is read only once the process
+  // has started.
   absl::StatusOr<v1::ExecExited> Exec(const v1::ExecStart& start, const ExecIo& io);
+  // Exec in the environment of `project_path`, created first if there is none: one call
+  // (ExecStart.project_path), or CreateEnvironment and Exec with an agent that predates it.
+  // `start` names no environment.
+  absl::StatusOr<v1::ExecExited> ExecInProject(const std::string& project_path,
+                                               v1::ExecStart start, const ExecIo& io);
 
   const std::string& socket_path() const { return socket_path_; }
 
  private:
   absl::StatusOr<GrpcConnection*> Connection();
+  // `started` turns true when the agent reports the process running.
+  absl::StatusOr<v1::ExecExited> Exec(const v1::ExecStart& start, const ExecIo& io,
+                                      bool& started);
   absl::Status Call(absl::string_view method, const google::protobuf::MessageLite& request,
                     google::protobuf::MessageLite& response,
                     absl::Time deadline = absl::InfiniteFuture());

@@ -482,9 +482,7 @@ int Run(int argc, char** argv) {
   if (*shell) {
     absl::StatusOr<std::string> path = ResolvePath(shell_path);
     if (!path.ok()) return Fail(path.status());
-    absl::StatusOr<v1::Environment> env = client.Create(*path);
-    if (!env.ok()) return Fail(env.status());
-    absl::StatusOr<int> exit_status = RunInEnvironment(client, *env, command);
+    absl::StatusOr<int> exit_status = RunInProject(client, *path, command);
     if (!exit_status.ok()) return Fail(exit_status.status());
     return *exit_status;
   }

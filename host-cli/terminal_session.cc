@@ -129,12 +129,30 @@ absl::StatusOr<int> RunInEnvironment(AgentClient& client, const v1::Environment&
   return RunAttached(client, start);
 }
 
-absl::StatusOr<int> RunAttached(AgentClient& client, v1::ExecStart start) {
+absl::StatusOr<int> RunInProject(AgentClient& client, const std::string& project_path,
+                                 const std::vector<std::string>& command) {
+  if (command.empty()) {
+    // The login shell is the environment's own: its record comes first.
+    absl::StatusOr<v1::Environment> env = client.Create(project_path);
+    if (!env.ok()) return env.status();
+    return RunInEnvironment(client, *env, command);
+  }
+  v1::ExecStart start;
+  for (const std::string& arg : command) start.add_argv(arg);
+  return RunAttached(client, std::move(start), project_path);
+}
+
+absl::StatusOr<int> RunAttached(AgentClient& client, v1::ExecStart start,
+                                const std::string& project_path) {
+  auto exec = [&](const v1::ExecStart& request, const AgentClient::ExecIo& io) {
+    return project_path.empty() ? client.Exec(request, io)
+                                : client.ExecInProject(project_path, request, io);
+  };
   AgentClient::ExecIo io;
   io.stdin_fd = STDIN_FILENO;
   bool interactive = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
   if (!interactive) {
-    absl::StatusOr<v1::ExecExited> exited = client.Exec(start, io);
+    absl::StatusOr<v1::ExecExited> exited = exec(start, io);
     if (!exited.ok()) return exited.status();
     return exited->exit_code();
   }
@@ -161,7 +179,7 @@ absl::StatusOr<int> RunAttached(AgentClient& client, v1::ExecStart start) {
   absl::StatusOr<v1::ExecExited> exited;
   {
     RawTerminal raw;
-    exited = client.Exec(start, io);
+    exited = exec(start, io);
   }
   signal(SIGWINCH, SIG_DFL);
   g_resize_write_fd = -1;

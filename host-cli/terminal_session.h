@@ -27,8 +27,15 @@ std::vector<std::string> TakeCommandAfterDoubleDash(int& argc, char** argv);
 absl::StatusOr<int> RunInEnvironment(AgentClient& client, const v1::Environment& environment,
                                      const std::vector<std::string>& command);
 
-// Runs `start` (its tty, size and TERM are filled in here). Returns the status for the command
-// line: the command's exit code, or 128 + the signal that ended it.
-absl::StatusOr<int> RunAttached(AgentClient& client, v1::ExecStart start);
+// Opens `command` in the environment of `project_path`, created first if there is none (its
+// login shell when `command` is empty), attached to this terminal.
+absl::StatusOr<int> RunInProject(AgentClient& client, const std::string& project_path,
+                                 const std::vector<std::string>& command);
+
+// Runs `start` (its tty, size and TERM are filled in here), in the environment of
+// `project_path` when that is given (AgentClient::ExecInProject). Returns the status for the
+// command line: the command's exit code, or 128 + the signal that ended it.
+absl::StatusOr<int> RunAttached(AgentClient& client, v1::ExecStart start,
+                                const std::string& project_path = "");
 
 }  // namespace llima

@@ -292,6 +292,7 @@ ExecResult Exec(llima::v1::AgentService::Stub& stub, const std::string& environm
   auto stream = stub.Exec(&context);
   llima::v1::ExecRequest start;
   start.mutable_start()->set_environment(environment);
+  start.mutable_start()->set_project_path(options.project_path);
   for (const auto& arg : argv) start.mutable_start()->add_argv(arg);
   start.mutable_start()->set_working_dir(options.working_dir);
   start.mutable_start()->set_tty(options.tty);

@@ -73,6 +73,9 @@ class AgentProcess {
 
 struct ExecOptions {
   std::string stdin_data;
+  // Sent as start.project_path (with the environment argument left empty, the project alone
+  // names where the program runs).
+  std::string project_path;
   std::string working_dir;
   std::vector<std::pair<std::string, std::string>> env;
   bool close_stdin = true;

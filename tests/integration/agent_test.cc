@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 
 #include <grpcpp/generic/generic_stub.h>
@@ -278,6 +279,97 @@ TEST_F(CliTest, WorksWithClosedOrBrokenStandardStreams) {
   EXPECT_EQ(HostOutput("timeout 20 bash -c \"trap '' PIPE; " + cli +
                        " -- yes | head -1; echo status-\\${PIPESTATUS[0]}\" 2>/dev/null"),
             "y\nstatus-1\n");
+}
+
+// Input the command never got stays where it was: a call refused before the process started
+// reads none of it, so the next reader of the same stream gets it all.
+TEST_F(CliTest, InputIsLeftUnreadWhenTheCommandCannotStart) {
+  agent_->Start();
+  std::string cli = absl::StrCat("LLIMA_BOX_SOCKET='", agent_->socket_path(), "' '",
+                                 LLIMA_BOX_BINARY, "'");
+  EXPECT_EQ(HostOutput("printf 'for the next reader' | { " + cli +
+                       " exec no-such-env -- cat 2>/dev/null; echo \" status-$?\"; cat; }"),
+            " status-1\nfor the next reader");
+}
+
+// An agent that serves Exec in its own way, for what the CLI sends: it either understands
+// ExecStart.project_path or, as agents before it did, answers a start without an environment
+// name with INVALID_ARGUMENT. Exec echoes the input it gets, then exits 5.
+class ScriptedAgent final : public v1::AgentService::Service {
+ public:
+  explicit ScriptedAgent(bool understands_project_path)
+      : understands_project_path_(understands_project_path) {}
+
+  std::atomic<int> creates{0};
+  std::atomic<int> execs{0};
+
+  grpc::Status CreateEnvironment(grpc::ServerContext*, const v1::CreateEnvironmentRequest* request,
+                                 v1::Environment* env) override {
+    ++creates;
+    env->set_name("scripted-env");
+    env->set_project_path(request->project_path());
+    env->set_shell("/bin/sh");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Exec(grpc::ServerContext*,
+                    grpc::ServerReaderWriter<v1::ExecResponse, v1::ExecRequest>* stream) override {
+    ++execs;
+    v1::ExecRequest request;
+    if (!stream->Read(&request) || !request.has_start()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no start");
+    }
+    const v1::ExecStart& start = request.start();
+    std::string where = start.environment();
+    if (where.empty() && understands_project_path_) where = "project " + start.project_path();
+    if (where.empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "start.environment is empty");
+    }
+    v1::ExecResponse response;
+    response.mutable_started()->set_pid(2);
+    stream->Write(response);
+    response.set_stdout("in " + where + ": ");
+    stream->Write(response);
+    while (stream->Read(&request) && !request.has_close_stdin()) {
+      response.set_stdout(request.stdin());
+      stream->Write(response);
+    }
+    response.mutable_exited()->set_exit_code(5);
+    stream->Write(response);
+    return grpc::Status::OK;
+  }
+
+ private:
+  const bool understands_project_path_;
+};
+
+TEST_F(CliTest, ShellRunsACommandInOneCallAndInTwoWithAnAgentThatPredatesProjectPath) {
+  std::string project = scratch_.MakeDir("projects/scripted", kOwner, kOwner);
+  for (bool understands : {true, false}) {
+    SCOPED_TRACE(understands ? "current agent" : "older agent");
+    ScriptedAgent service(understands);
+    std::string socket = scratch_.path() + "/scripted.sock";
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
+    builder.RegisterService(&service);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    ASSERT_NE(server, nullptr);
+    std::string out = HostOutput(absl::StrCat("printf 'typed input' | '", LLIMA_BOX_BINARY,
+                                              "' --socket '", socket, "' shell '", project,
+                                              "' -- cat; echo \" status-$?\""));
+    server->Shutdown();
+    if (understands) {
+      EXPECT_EQ(out, "in project " + project + ": typed input status-5\n");
+      EXPECT_EQ(service.creates, 0);
+      EXPECT_EQ(service.execs, 1);
+    } else {
+      // Refused before it started, the first call read no input: the second one gets it all.
+      EXPECT_EQ(out, "in scripted-env: typed input status-5\n");
+      EXPECT_EQ(service.creates, 1);
+      EXPECT_EQ(service.execs, 2);
+    }
+    unlink(socket.c_str());
+  }
 }
 
 TEST_F(CliTest, ExplainsAnUnreachableAgent) {

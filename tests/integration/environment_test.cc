@@ -363,6 +363,50 @@ TEST_F(EnvironmentTest, BadExecRequestsGetClearErrors) {
   EXPECT_THAT(bad_dir.status.error_message(), HasSubstr("/nonexistent"));
 }
 
+TEST_F(EnvironmentTest, ExecNamingAProjectCreatesItsEnvironmentOnceAndJoinsItAfter) {
+  std::string project = scratch_->MakeDir("projects/by-path", kOwner, kOwnerGroup);
+  ExecResult first = Exec(agent_->stub(), "", {"sh", "-c", "echo $(whoami) $(pwd); echo mark > /tmp/m"},
+                          {.project_path = project});
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.exit_code, 0);
+  auto [status, env] = Create(project);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(first.out, env.name() + " " + project + "\n");
+  // The same environment again: its private /tmp still holds what the first call left.
+  ExecResult second = Exec(agent_->stub(), "", {"cat", "/tmp/m"}, {.project_path = project});
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  EXPECT_EQ(second.out, "mark\n");
+  ExecResult by_name = Exec(agent_->stub(), env.name(), {"cat", "/tmp/m"});
+  EXPECT_EQ(by_name.out, "mark\n");
+  EXPECT_EQ(Exec(agent_->stub(), *env_a_, {"cat", "/tmp/m"}).exit_code, 1)
+      << "another environment sees the mark";
+}
+
+TEST_F(EnvironmentTest, ExecNamesAnEnvironmentOrAProjectAndAProjectAsCreateWouldTakeIt) {
+  ExecResult neither = Exec(agent_->stub(), "", {"true"});
+  EXPECT_EQ(neither.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(neither.status.error_message(), HasSubstr("start.environment is empty"));
+  ExecResult both = Exec(agent_->stub(), *env_a_, {"true"}, {.project_path = project_a_});
+  EXPECT_EQ(both.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(both.status.error_message(), HasSubstr("one of them"));
+  // A project CreateEnvironment refuses is refused with the same status, and nothing is made.
+  std::string root_owned = scratch_->MakeDir("projects/root-owned-exec");
+  for (const std::string& path : {std::string("relative/dir"), root_owned,
+                                  scratch_->path() + "/projects/missing"}) {
+    ExecResult r = Exec(agent_->stub(), "", {"true"}, {.project_path = path});
+    auto [create_status, unused] = Create(path);
+    EXPECT_FALSE(r.status.ok()) << path;
+    EXPECT_EQ(r.status.error_code(), create_status.error_code()) << path;
+    EXPECT_EQ(r.status.error_message(), create_status.error_message()) << path;
+  }
+  v1::ListEnvironmentsResponse listed;
+  grpc::ClientContext context;
+  ASSERT_TRUE(agent_->stub().ListEnvironments(&context, {}, &listed).ok());
+  for (const v1::Environment& e : listed.environments()) {
+    EXPECT_NE(e.project_path(), root_owned);
+  }
+}
+
 // The agent decodes Exec's messages itself (a raw method): bytes that are not an ExecRequest,
 // as the first message or a later one, end the call with INVALID_ARGUMENT.
 TEST_F(EnvironmentTest, StreamMessagesThatAreNotExecRequestsAreRefused) {
