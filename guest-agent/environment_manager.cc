@@ -158,9 +158,28 @@ absl::StatusOr<v1::Environment> EnvironmentManager::CreateAndLog(
     const v1::CreateEnvironmentRequest& request) {
   absl::Time start = absl::Now();
   absl::StatusOr<v1::Environment> env = Create(request);
-  LogOperation("create", env.ok() ? env->name() : request.name(), absl::Now() - start,
-               env.status(), absl::StrCat("path=", request.project_path()));
+  LogOperation("create", env.ok() ? env->name() : request.name(), absl::Now() - start, env.status(),
+               absl::StrCat("path=", request.project_path()));
   return env;
+}
+
+absl::StatusOr<std::string> EnvironmentManager::EnvironmentOf(const std::string& project_path) {
+  v1::CreateEnvironmentRequest request;
+  request.set_project_path(project_path);
+  absl::StatusOr<EnvironmentToCreate> wanted = ValidateCreateEnvironment(request);
+  if (!wanted.ok()) return wanted.status();
+  {
+    // The environment exists already (every later call): no need for Create's look at the
+    // directory on disk, nor for the description it returns.
+    std::lock_guard lock(mu_);
+    auto it = envs_.find(wanted->name);
+    if (it != envs_.end() && it->second->record.project_path() == wanted->project_path) {
+      return wanted->name;
+    }
+  }
+  absl::StatusOr<v1::Environment> created = CreateAndLog(request);
+  if (!created.ok()) return created.status();
+  return created->name();
 }
 
 absl::StatusOr<v1::Environment> EnvironmentManager::Create(

@@ -67,6 +67,8 @@ class EnvironmentManager {
   absl::StatusOr<v1::Environment> Create(const v1::CreateEnvironmentRequest& request);
   // Create, and the agent log's line for it.
   absl::StatusOr<v1::Environment> CreateAndLog(const v1::CreateEnvironmentRequest& request);
+  // The name of the environment of `project_path`, created (CreateAndLog) when there is none.
+  absl::StatusOr<std::string> EnvironmentOf(const std::string& project_path);
   absl::StatusOr<v1::Environment> Get(const v1::GetEnvironmentRequest& request) const;
   std::vector<v1::Environment> List() const;
   absl::Status Delete(const std::string& name);

@@ -430,15 +430,11 @@ absl::Status ExecSession::Start(const v1::ExecStart& start) {
   env_name_ = start.environment();
   detached_ = start.detached();
   if (!start.project_path().empty()) {
-    // The project's environment, created first if it has none (CreateEnvironment's work).
-    v1::CreateEnvironmentRequest create;
-    create.set_project_path(start.project_path());
-    absl::StatusOr<v1::Environment> created = environments_.CreateAndLog(create);
-    if (!created.ok()) return created.status();
-    env_name_ = created->name();
+    absl::StatusOr<std::string> name = environments_.EnvironmentOf(start.project_path());
+    if (!name.ok()) return name.status();
+    env_name_ = *std::move(name);
   }
-  absl::StatusOr<std::shared_ptr<const LiveEnvironment>> env =
-      environments_.FindRunning(env_name_);
+  absl::StatusOr<std::shared_ptr<const LiveEnvironment>> env = environments_.FindRunning(env_name_);
   if (!env.ok()) return env.status();
 
   internal::SpawnExec spec;

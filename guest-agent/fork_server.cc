@@ -144,6 +144,14 @@ class Server {
     UniqueFd sigfd(signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
     own_pid_ns_.reset(open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
     if (!sigfd || !own_pid_ns_) _exit(1);
+    // No process started here may gain a capability at execve: inits never exec, and exec'd
+    // programs run without any. The bounding set is emptied once, here, and every child
+    // inherits it, instead of 41 credential changes in each exec'd child (0.1 ms). This
+    // process keeps the capabilities it holds; the bounding set only limits what execve grants.
+    // Each child still checks the set and drops what is left.
+    for (int cap = 0; cap <= 63; ++cap) {
+      if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) break;  // EINVAL: past the last one
+    }
     // Built once: every exec'd child loads this same program.
     absl::StatusOr<std::vector<sock_filter>> filter = BuildSeccompFilter();
     if (filter.ok()) {
@@ -260,6 +268,9 @@ class Server {
     long pid = Clone3(&args);
     int clone_errno = errno;
     if (pid == 0) ExecChildMain(&*plan);
+    // The child first: placed on this CPU it would otherwise wait for the reply below and for
+    // the threads it wakes (0.15 ms), and the reply is not what the caller waits for.
+    sched_yield();
     // Back to our own namespace for children: a new environment's pid namespace must not be
     // nested in this one's.
     if (setns(own_pid_ns_.get(), CLONE_NEWPID) != 0) _exit(1);

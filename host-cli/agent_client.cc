@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -34,6 +36,30 @@ bool WriteFully(int fd, const std::string& data) {
     left -= static_cast<size_t>(n);
   }
   return true;
+}
+
+// Whether `fd` is at an end that reading would only confirm: /dev/null, a file read to its
+// end, a pipe with nothing in it whose writers are gone. Its end can then go out with the start
+// of a call, before the process runs, without taking anything from the input.
+bool InputIsOver(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return false;
+  if (S_ISCHR(st.st_mode)) {
+    struct stat null_device;
+    return stat("/dev/null", &null_device) == 0 && S_ISCHR(null_device.st_mode) &&
+           st.st_rdev == null_device.st_rdev;
+  }
+  if (S_ISREG(st.st_mode)) {
+    off_t position = lseek(fd, 0, SEEK_CUR);
+    return position >= 0 && position >= st.st_size;
+  }
+  if (S_ISFIFO(st.st_mode)) {
+    pollfd p{fd, POLLIN, 0};
+    int pending = 0;
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLHUP) && ioctl(fd, FIONREAD, &pending) == 0 &&
+           pending == 0;
+  }
+  return false;
 }
 
 }  // namespace
@@ -106,8 +132,7 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
 }
 
 absl::StatusOr<v1::ExecExited> AgentClient::ExecInProject(const std::string& project_path,
-                                                          v1::ExecStart start,
-                                                          const ExecIo& io) {
+                                                          v1::ExecStart start, const ExecIo& io) {
   start.clear_environment();
   start.set_project_path(project_path);
   bool started = false;
@@ -147,7 +172,7 @@ absl::StatusOr<v1::ExecExited> AgentClient::Exec(const v1::ExecStart& start, con
     call.Write(close);
     if (io.resize_fd < 0) call.WritesDone();
   };
-  if (!stdin_open) end_input();
+  if (!stdin_open || InputIsOver(io.stdin_fd)) end_input();
 
   std::optional<v1::ExecExited> exited;
   bool output_closed = false;

@@ -44,16 +44,15 @@ class AgentClient {
   // Exec in the environment of `project_path`, created first if there is none: one call
   // (ExecStart.project_path), or CreateEnvironment and Exec with an agent that predates it.
   // `start` names no environment.
-  absl::StatusOr<v1::ExecExited> ExecInProject(const std::string& project_path,
-                                               v1::ExecStart start, const ExecIo& io);
+  absl::StatusOr<v1::ExecExited> ExecInProject(const std::string& project_path, v1::ExecStart start,
+                                               const ExecIo& io);
 
   const std::string& socket_path() const { return socket_path_; }
 
  private:
   absl::StatusOr<GrpcConnection*> Connection();
   // `started` turns true when the agent reports the process running.
-  absl::StatusOr<v1::ExecExited> Exec(const v1::ExecStart& start, const ExecIo& io,
-                                      bool& started);
+  absl::StatusOr<v1::ExecExited> Exec(const v1::ExecStart& start, const ExecIo& io, bool& started);
   absl::Status Call(absl::string_view method, const google::protobuf::MessageLite& request,
                     google::protobuf::MessageLite& response,
                     absl::Time deadline = absl::InfiniteFuture());

@@ -285,8 +285,8 @@ TEST_F(CliTest, WorksWithClosedOrBrokenStandardStreams) {
 // reads none of it, so the next reader of the same stream gets it all.
 TEST_F(CliTest, InputIsLeftUnreadWhenTheCommandCannotStart) {
   agent_->Start();
-  std::string cli = absl::StrCat("LLIMA_BOX_SOCKET='", agent_->socket_path(), "' '",
-                                 LLIMA_BOX_BINARY, "'");
+  std::string cli =
+      absl::StrCat("LLIMA_BOX_SOCKET='", agent_->socket_path(), "' '", LLIMA_BOX_BINARY, "'");
   EXPECT_EQ(HostOutput("printf 'for the next reader' | { " + cli +
                        " exec no-such-env -- cat 2>/dev/null; echo \" status-$?\"; cat; }"),
             " status-1\nfor the next reader");
@@ -354,9 +354,9 @@ TEST_F(CliTest, ShellRunsACommandInOneCallAndInTwoWithAnAgentThatPredatesProject
     builder.RegisterService(&service);
     std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
     ASSERT_NE(server, nullptr);
-    std::string out = HostOutput(absl::StrCat("printf 'typed input' | '", LLIMA_BOX_BINARY,
-                                              "' --socket '", socket, "' shell '", project,
-                                              "' -- cat; echo \" status-$?\""));
+    std::string out =
+        HostOutput(absl::StrCat("printf 'typed input' | '", LLIMA_BOX_BINARY, "' --socket '",
+                                socket, "' shell '", project, "' -- cat; echo \" status-$?\""));
     server->Shutdown();
     if (understands) {
       EXPECT_EQ(out, "in project " + project + ": typed input status-5\n");

@@ -365,8 +365,9 @@ TEST_F(EnvironmentTest, BadExecRequestsGetClearErrors) {
 
 TEST_F(EnvironmentTest, ExecNamingAProjectCreatesItsEnvironmentOnceAndJoinsItAfter) {
   std::string project = scratch_->MakeDir("projects/by-path", kOwner, kOwnerGroup);
-  ExecResult first = Exec(agent_->stub(), "", {"sh", "-c", "echo $(whoami) $(pwd); echo mark > /tmp/m"},
-                          {.project_path = project});
+  ExecResult first =
+      Exec(agent_->stub(), "", {"sh", "-c", "echo $(whoami) $(pwd); echo mark > /tmp/m"},
+           {.project_path = project});
   ASSERT_TRUE(first.status.ok()) << first.status.error_message();
   EXPECT_EQ(first.exit_code, 0);
   auto [status, env] = Create(project);
@@ -391,8 +392,8 @@ TEST_F(EnvironmentTest, ExecNamesAnEnvironmentOrAProjectAndAProjectAsCreateWould
   EXPECT_THAT(both.status.error_message(), HasSubstr("one of them"));
   // A project CreateEnvironment refuses is refused with the same status, and nothing is made.
   std::string root_owned = scratch_->MakeDir("projects/root-owned-exec");
-  for (const std::string& path : {std::string("relative/dir"), root_owned,
-                                  scratch_->path() + "/projects/missing"}) {
+  for (const std::string& path :
+       {std::string("relative/dir"), root_owned, scratch_->path() + "/projects/missing"}) {
     ExecResult r = Exec(agent_->stub(), "", {"true"}, {.project_path = path});
     auto [create_status, unused] = Create(path);
     EXPECT_FALSE(r.status.ok()) << path;

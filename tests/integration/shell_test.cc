@@ -154,6 +154,13 @@ TEST_F(ShellTest, WithoutATerminalStdinArrivesWholeWhetherReadyOrLate) {
   EXPECT_EQ(HostOutput(absl::StrCat("(sleep 0.3; echo late; sleep 0.2; echo later) | ", box,
                                     "cat")),
             "late\nlater\n");
+  // Input that is all there before the CLI starts: in a pipe whose writer is gone, in a file
+  // read partway by someone else, in a file read to its end (nothing, then).
+  EXPECT_EQ(HostOutput(absl::StrCat("printf ready | { sleep 0.3; ", box, "cat; }")), "ready");
+  EXPECT_EQ(HostOutput(absl::StrCat("{ dd bs=1000 count=1 of=/dev/null 2>/dev/null; ", box,
+                                    "md5sum; } <'", input, "'")),
+            HostOutput(absl::StrCat("tail -c +1001 '", input, "' | md5sum")));
+  EXPECT_EQ(HostOutput(absl::StrCat("{ cat >/dev/null; ", box, "wc -c; } <'", input, "'")), "0\n");
 }
 
 // Input much larger than what the client holds unsent (1 MiB), to a command that starts
