@@ -257,7 +257,10 @@ int UsageError(CLI::App& app, const CLI::ParseError& error) {
 int Run(int argc, char** argv) {
   std::vector<std::string> command = TakeCommandAfterDoubleDash(argc, argv);
 
-  CLI::App app{"llima-box: an isolated environment for each project, in one shared Lima VM."};
+  // Static: the program leaves with _exit right after Run (ExitAfterCommand), and tearing the
+  // option tree down on the way out was 0.25 ms of every command.
+  static CLI::App app{
+      "llima-box: an isolated environment for each project, in one shared Lima VM."};
   app.require_subcommand(1);
   app.set_version_flag("--version", kVersion);
   std::string socket;
