@@ -163,23 +163,27 @@ absl::StatusOr<v1::Environment> EnvironmentManager::CreateAndLog(
   return env;
 }
 
-absl::StatusOr<std::string> EnvironmentManager::EnvironmentOf(const std::string& project_path) {
+absl::StatusOr<std::shared_ptr<const LiveEnvironment>> EnvironmentManager::FindRunningFor(
+    const std::string& project_path) {
   v1::CreateEnvironmentRequest request;
   request.set_project_path(project_path);
   absl::StatusOr<EnvironmentToCreate> wanted = ValidateCreateEnvironment(request);
   if (!wanted.ok()) return wanted.status();
-  {
-    // The environment exists already (every later call): no need for Create's look at the
-    // directory on disk, nor for the description it returns.
-    std::lock_guard lock(mu_);
-    auto it = envs_.find(wanted->name);
-    if (it != envs_.end() && it->second->record.project_path() == wanted->project_path) {
-      return wanted->name;
+  // Every later call finds the environment under the name its path derives to: no need for
+  // Create's look at the directory on disk, nor for the description it returns.
+  std::shared_ptr<LiveEnvironment> env = FindLocked(wanted->name);
+  if (env == nullptr || env->record.project_path() != wanted->project_path) {
+    // None yet, or the name is another project's (Create then says so).
+    absl::StatusOr<v1::Environment> created = CreateAndLog(request);
+    if (!created.ok()) return created.status();
+    env = FindLocked(created->name());
+    // Deleted, and perhaps made again for another project, since Create returned.
+    if (env == nullptr || env->record.project_path() != wanted->project_path) {
+      return absl::AbortedError(absl::StrCat("the environment of ", wanted->project_path,
+                                             " was deleted as the command started; run it again"));
     }
   }
-  absl::StatusOr<v1::Environment> created = CreateAndLog(request);
-  if (!created.ok()) return created.status();
-  return created->name();
+  return CheckRunning(std::move(env));
 }
 
 absl::StatusOr<v1::Environment> EnvironmentManager::Create(
@@ -539,6 +543,12 @@ absl::StatusOr<std::shared_ptr<const LiveEnvironment>> EnvironmentManager::FindR
     const std::string& name) const {
   std::shared_ptr<LiveEnvironment> env = FindLocked(name);
   if (!env) return absl::NotFoundError(absl::StrCat("no environment named ", name));
+  return CheckRunning(std::move(env));
+}
+
+absl::StatusOr<std::shared_ptr<const LiveEnvironment>> EnvironmentManager::CheckRunning(
+    std::shared_ptr<LiveEnvironment> env) {
+  const std::string& name = env->record.name();
   if (!env->running()) {
     return absl::FailedPreconditionError(
         absl::StrCat("environment ", name, " is broken: ", env->broken_reason));

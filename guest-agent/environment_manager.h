@@ -67,8 +67,6 @@ class EnvironmentManager {
   absl::StatusOr<v1::Environment> Create(const v1::CreateEnvironmentRequest& request);
   // Create, and the agent log's line for it.
   absl::StatusOr<v1::Environment> CreateAndLog(const v1::CreateEnvironmentRequest& request);
-  // The name of the environment of `project_path`, created (CreateAndLog) when there is none.
-  absl::StatusOr<std::string> EnvironmentOf(const std::string& project_path);
   absl::StatusOr<v1::Environment> Get(const v1::GetEnvironmentRequest& request) const;
   std::vector<v1::Environment> List() const;
   absl::Status Delete(const std::string& name);
@@ -76,6 +74,9 @@ class EnvironmentManager {
   // The running environment `name`, for starting processes in it.
   absl::StatusOr<std::shared_ptr<const LiveEnvironment>> FindRunning(
       const std::string& name) const;
+  // The running environment of `project_path`, created first (CreateAndLog) when there is none.
+  absl::StatusOr<std::shared_ptr<const LiveEnvironment>> FindRunningFor(
+      const std::string& project_path);
 
   const CgroupTree& cgroups() const { return cgroups_; }
   // The defaults as a request would give them: what an environment created now gets.
@@ -99,6 +100,9 @@ class EnvironmentManager {
   absl::Status DestroyResources(const std::string& name, int init_pidfd);
   v1::Environment ToProto(const LiveEnvironment& env) const;
   std::shared_ptr<LiveEnvironment> FindLocked(const std::string& name) const;
+  // `env` if it runs; otherwise why it cannot start processes.
+  static absl::StatusOr<std::shared_ptr<const LiveEnvironment>> CheckRunning(
+      std::shared_ptr<LiveEnvironment> env);
 
   EnvironmentStore& store_;
   const CgroupTree cgroups_;

@@ -429,13 +429,11 @@ void ExecSession::Run() {
 absl::Status ExecSession::Start(const v1::ExecStart& start) {
   env_name_ = start.environment();
   detached_ = start.detached();
-  if (!start.project_path().empty()) {
-    absl::StatusOr<std::string> name = environments_.EnvironmentOf(start.project_path());
-    if (!name.ok()) return name.status();
-    env_name_ = *std::move(name);
-  }
-  absl::StatusOr<std::shared_ptr<const LiveEnvironment>> env = environments_.FindRunning(env_name_);
+  absl::StatusOr<std::shared_ptr<const LiveEnvironment>> env =
+      start.project_path().empty() ? environments_.FindRunning(env_name_)
+                                   : environments_.FindRunningFor(start.project_path());
   if (!env.ok()) return env.status();
+  env_name_ = (*env)->record.name();
 
   internal::SpawnExec spec;
   for (const std::string& arg : start.argv()) spec.add_argv(arg);

@@ -268,9 +268,6 @@ class Server {
     long pid = Clone3(&args);
     int clone_errno = errno;
     if (pid == 0) ExecChildMain(&*plan);
-    // The child first: placed on this CPU it would otherwise wait for the reply below and for
-    // the threads it wakes (0.15 ms), and the reply is not what the caller waits for.
-    sched_yield();
     // Back to our own namespace for children: a new environment's pid namespace must not be
     // nested in this one's.
     if (setns(own_pid_ns_.get(), CLONE_NEWPID) != 0) _exit(1);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace llima {
@@ -50,8 +51,11 @@ bool InputIsOver(int fd) {
            st.st_rdev == null_device.st_rdev;
   }
   if (S_ISREG(st.st_mode)) {
+    // Not the size: files under /proc say 0, and a network file system's may be stale. A read
+    // at the offset that does not move it says.
     off_t position = lseek(fd, 0, SEEK_CUR);
-    return position >= 0 && position >= st.st_size;
+    char byte;
+    return position >= 0 && pread(fd, &byte, 1, position) == 0;
   }
   if (S_ISFIFO(st.st_mode)) {
     pollfd p{fd, POLLIN, 0};
@@ -137,12 +141,12 @@ absl::StatusOr<v1::ExecExited> AgentClient::ExecInProject(const std::string& pro
   start.set_project_path(project_path);
   bool started = false;
   absl::StatusOr<v1::ExecExited> exited = Exec(start, io, started);
-  if (exited.ok() || started || exited.status().code() != absl::StatusCode::kInvalidArgument) {
+  // What an agent older than project_path answers, before running anything and before any
+  // input was read: it saw no environment. The two calls it understands do the same.
+  if (exited.ok() || started || exited.status().code() != absl::StatusCode::kInvalidArgument ||
+      !absl::StartsWith(exited.status().message(), "start.environment is empty")) {
     return exited;
   }
-  // Refused before anything ran, and before any input was read: an agent older than
-  // project_path says the environment is missing. The two calls it understands do the same;
-  // a request it refused for another reason is refused again, with that reason.
   absl::StatusOr<v1::Environment> env = Create(project_path);
   if (!env.ok()) return env.status();
   start.clear_project_path();

@@ -8,7 +8,8 @@
 // - `llima-box shell <path> -- true` against `nsenter --mount=<pin> true` and the original
 //   `sandbox.sh <env> <path> true`, and with what the CLI costs before any command runs:
 //   `llima-box --version` (its start) and `llima-box create <path>` of the existing
-//   environment (its start and the first of shell's two calls);
+//   environment (its start, a connection and one call that finds the environment, where shell
+//   makes one Exec call that finds it);
 // - Exec `true` through a connected client;
 // - stdout of `head -c SIZE /dev/zero` through Exec against the same through a pipe;
 // - N environments: the last creates against the first, List at N, the agent's memory, delete.

@@ -89,8 +89,8 @@ std::string FormatResultsTable(const SuiteResults& r) {
        absl::StrCat("`llima-box --version`, the CLI's start alone: ", MedianP99(r.cli_start)),
        Ratio(Median(r.shell), Median(r.cli_start)), "—", "—"});
   rows.push_back({"〃", "〃",
-                  absl::StrCat("`llima-box create <path>`, existing: the start and shell's "
-                               "first call: ",
+                  absl::StrCat("`llima-box create <path>`, existing: the start, a "
+                               "connection and one call: ",
                                MedianP99(r.cli_one_call)),
                   Ratio(Median(r.shell), Median(r.cli_one_call)), "—", "—"});
   rows.push_back({"Exec `true`, connected client (median / p99)", MedianP99(r.exec_true), "—", "—",

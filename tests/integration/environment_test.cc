@@ -383,6 +383,32 @@ TEST_F(EnvironmentTest, ExecNamingAProjectCreatesItsEnvironmentOnceAndJoinsItAft
       << "another environment sees the mark";
 }
 
+// The project's environment is the one whose record says so: never another project's under
+// the name the path derives to, nor, for a project whose environment was given a name of its
+// own, a second one. CreateEnvironment refuses both; so does Exec, and runs nothing.
+TEST_F(EnvironmentTest, ExecNamingAProjectNeverRunsInAnotherProjectsEnvironment) {
+  std::string wanted = scratch_->MakeDir("projects/wanted", kOwner, kOwnerGroup);
+  std::string squatter = scratch_->MakeDir("projects/squatter", kOwner, kOwnerGroup);
+  absl::StatusOr<std::string> derived = DeriveEnvironmentName(wanted);
+  ASSERT_TRUE(derived.ok()) << derived.status();
+  auto [squatted, squatter_env] = Create(squatter, *derived);
+  ASSERT_TRUE(squatted.ok()) << squatted.error_message();
+  ExecResult r = Exec(agent_->stub(), "", {"pwd"}, {.project_path = wanted});
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::ALREADY_EXISTS) << r.out;
+  EXPECT_THAT(r.status.error_message(), HasSubstr(squatter));
+  EXPECT_EQ(r.out, "");
+
+  std::string named = scratch_->MakeDir("projects/named", kOwner, kOwnerGroup);
+  auto [made, named_env] = Create(named, "a-name-of-its-own");
+  ASSERT_TRUE(made.ok()) << made.error_message();
+  ExecResult n = Exec(agent_->stub(), "", {"pwd"}, {.project_path = named});
+  EXPECT_EQ(n.status.error_code(), grpc::StatusCode::ALREADY_EXISTS) << n.out;
+  EXPECT_THAT(n.status.error_message(), HasSubstr("a-name-of-its-own"));
+  EXPECT_EQ(n.out, "");
+  EXPECT_TRUE(Delete(*derived).ok());
+  EXPECT_TRUE(Delete("a-name-of-its-own").ok());
+}
+
 TEST_F(EnvironmentTest, ExecNamesAnEnvironmentOrAProjectAndAProjectAsCreateWouldTakeIt) {
   ExecResult neither = Exec(agent_->stub(), "", {"true"});
   EXPECT_EQ(neither.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);

@@ -161,6 +161,8 @@ TEST_F(ShellTest, WithoutATerminalStdinArrivesWholeWhetherReadyOrLate) {
                                     "md5sum; } <'", input, "'")),
             HostOutput(absl::StrCat("tail -c +1001 '", input, "' | md5sum")));
   EXPECT_EQ(HostOutput(absl::StrCat("{ cat >/dev/null; ", box, "wc -c; } <'", input, "'")), "0\n");
+  // A file whose size says nothing: /proc's say 0.
+  EXPECT_EQ(HostOutput(absl::StrCat(box, "cat </proc/version")), HostOutput("cat /proc/version"));
 }
 
 // Input much larger than what the client holds unsent (1 MiB), to a command that starts

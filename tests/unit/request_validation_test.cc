@@ -65,6 +65,20 @@ TEST(ValidateExecStart, RejectsAnEmptyEnvironmentName) {
   ExpectInvalid(start, "environment");
 }
 
+TEST(ValidateExecStart, AcceptsAProjectInsteadOfAnEnvironment) {
+  v1::ExecStart start = GoodStart();
+  start.clear_environment();
+  start.set_project_path("/Users/alice/My Projects/cool-app");
+  absl::Status status = ValidateExecStart(start);
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+TEST(ValidateExecStart, RejectsAnEnvironmentAndAProjectTogether) {
+  v1::ExecStart start = GoodStart();
+  start.set_project_path("/Users/alice/My Projects/cool-app");
+  ExpectInvalid(start, "set one of them");
+}
+
 TEST(ValidateExecStart, RejectsAnEmptyArgv) {
   v1::ExecStart start = GoodStart();
   start.clear_argv();

@@ -43,8 +43,10 @@ void CheckStart(const v1::ExecStart& start) {
   FUZZ_CHECK(s.ok() || s.code() == absl::StatusCode::kInvalidArgument);
   FUZZ_CHECK(s.ok() || !s.message().empty());
 
-  bool allowed = !start.environment().empty() && !start.argv().empty() && !start.argv(0).empty() &&
-                 !HasNul(start.working_dir()) &&
+  // Where it runs: an environment named, or a project, never both (the project path itself is
+  // checked as CreateEnvironment checks it, when the session starts).
+  bool allowed = start.environment().empty() != start.project_path().empty() &&
+                 !start.argv().empty() && !start.argv(0).empty() && !HasNul(start.working_dir()) &&
                  (start.working_dir().empty() || start.working_dir()[0] == '/');
   for (const std::string& arg : start.argv()) allowed = allowed && !HasNul(arg);
   for (const auto& [key, value] : start.env()) {
@@ -103,7 +105,7 @@ void CheckRequest(const v1::ExecRequest& request) {
   FUZZ_CHECK(first.ok() || first.code() == absl::StatusCode::kInvalidArgument);
   if (first.ok()) {
     FUZZ_CHECK(request.start().argv_size() > 0 && !request.start().argv(0).empty());
-    FUZZ_CHECK(!request.start().environment().empty());
+    FUZZ_CHECK(request.start().environment().empty() != request.start().project_path().empty());
   }
 
   absl::Status later = ValidateLaterExecRequest(request);
