@@ -68,6 +68,40 @@ bool ProcessExists(pid_t pid) {
   return end != std::string::npos && end + 2 < stat.size() && stat[end + 2] != 'Z';
 }
 
+// What each thread of `pid` (and of its children) is doing: state, where it sleeps in the
+// kernel and its kernel stack. For an agent that does not answer.
+std::string DescribeThreads(pid_t pid) {
+  std::string out;
+  std::vector<std::string> pids = {std::to_string(pid)};
+  for (absl::string_view child :
+       absl::StrSplit(ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/task/", pid, "/children")), ' ',
+                      absl::SkipEmpty())) {
+    pids.emplace_back(child);
+  }
+  for (const std::string& p : pids) {
+    std::string tasks = "/proc/" + p + "/task";
+    DIR* dir = opendir(tasks.c_str());
+    if (dir == nullptr) continue;
+    while (dirent* entry = readdir(dir)) {
+      if (entry->d_name[0] == '.') continue;
+      std::string task = tasks + "/" + entry->d_name;
+      std::string stat = ReadFileOrEmpty(task + "/stat");
+      size_t open = stat.find('('), close = stat.rfind(')');
+      if (open == std::string::npos || close == std::string::npos || close + 2 >= stat.size()) {
+        continue;
+      }
+      absl::StrAppend(&out, p, "/", entry->d_name, " ", stat.substr(open, close - open + 1), " ",
+                      stat.substr(close + 2, 1), " wchan ", ReadFileOrEmpty(task + "/wchan"), "\n");
+      for (absl::string_view line :
+           absl::StrSplit(ReadFileOrEmpty(task + "/stack"), '\n', absl::SkipEmpty())) {
+        absl::StrAppend(&out, "    ", line, "\n");
+      }
+    }
+    closedir(dir);
+  }
+  return out;
+}
+
 // A test process killed by a timeout cannot clean up; the next one does it for it: the
 // cgroups and scratch directories of test processes that no longer exist are removed.
 void SweepLeftoversOfDeadTestRuns() {
@@ -174,6 +208,9 @@ void AgentProcess::Start(const std::vector<std::string>& extra_args,
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     for (const std::string& e : extra_env) putenv(const_cast<char*>(e.c_str()));
+    // Only the standard streams: a socket this process's gRPC was opening at the fork (not yet
+    // close-on-exec) must not live on in the agent.
+    close_range(3, ~0U, 0);
     execv(bin.c_str(), argv.data());
     _exit(127);
   }
@@ -208,9 +245,15 @@ void AgentProcess::Start(const std::vector<std::string>& extra_args,
   // missed it attempt after attempt and the harness gave up: "did not answer within 5201 ms
   // ... connection attempt timed out before receiving SETTINGS frame".
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2000);
+  // Its own connections, not ones shared with other channels to the same socket.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetMaxReceiveMessageSize(64 << 20);
-  stub_ = llima::v1::AgentService::NewStub(grpc::CreateCustomChannel(
-      "unix:" + socket_path_, grpc::InsecureChannelCredentials(), args));
+  auto new_stub = [&] {
+    stub_ = llima::v1::AgentService::NewStub(grpc::CreateCustomChannel(
+        "unix:" + socket_path_, grpc::InsecureChannelCredentials(), args));
+    return std::chrono::steady_clock::now();
+  };
+  auto stub_made = new_stub();
   grpc::Status last;
   for (int i = 0; i < 500; ++i) {
     grpc::ClientContext context;
@@ -218,12 +261,25 @@ void AgentProcess::Start(const std::vector<std::string>& extra_args,
     llima::v1::ListEnvironmentsResponse response;
     last = stub_->ListEnvironments(&context, {}, &response);
     if (last.ok()) return;
+    // On a loaded machine gRPC's client (1.51) sometimes never reads a connection it made: the
+    // agent's HTTP/2 settings sat unread in this process's socket while its poller slept and
+    // the agent idled, until "did not answer within 5 s ... timed out before receiving SETTINGS
+    // frame". A channel quiet for a second is replaced rather than waited on.
+    if (std::chrono::steady_clock::now() - stub_made > std::chrono::seconds(1)) {
+      stub_made = new_stub();
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   throw std::runtime_error(absl::StrCat(
       "llima-agent did not answer within ", since_start(), " (its socket appeared ", socket_seen,
       "; the last of 500 calls: code ", last.error_code(), ", ", last.error_message(), "):\n",
-      log()));
+      log(), "---- its threads ----\n", DescribeThreads(pid_), "---- its descriptors ----\n",
+      HostOutput(absl::StrCat("ls -l /proc/", pid_, "/fd | sed 's/.* -> //' | sort | uniq -c")),
+      "---- this process's threads ----\n", DescribeThreads(getpid()),
+      "---- the sockets at its path ----\n",
+      HostOutput(absl::StrCat("ss -xp | grep -F '", socket_path_, "'; for peer in $(ss -xp | ",
+                              "grep -F '", socket_path_, "' | awk '{print $8}'); do ss -xp | ",
+                              "grep -w \"$peer\"; done"))));
 }
 
 pid_t AgentProcess::ForkServerPid() const {
