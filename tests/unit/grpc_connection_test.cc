@@ -602,6 +602,18 @@ class GrpcConnectionTest : public ::testing::Test {
     ASSERT_TRUE(connection.Write(Stdin("first")));
     EXPECT_EQ(NextResponse(connection).stdout(), "ready");
   }
+  // For a raw server that answers with AnswerReadyThenWait: connects to `path`, starts the Exec
+  // until "ready", lets the server go on and waits until it has done what it does next
+  // (`done`), then queues 64 KiB of input for the next Wait to send.
+  static void SendAfterTheServerWentOn(const std::string& path, Signal& go, Signal& done,
+                                       std::unique_ptr<GrpcConnection>* connection) {
+    *connection = Connect(path);
+    ASSERT_NE(*connection, nullptr);
+    ASSERT_NO_FATAL_FAILURE(StartExecUntilReady(**connection));
+    go.Set(true);
+    ASSERT_THAT(done.WaitFor(std::chrono::seconds(10)), Optional(true));
+    ASSERT_TRUE((*connection)->Write(Stdin(Bytes(64 << 10))));
+  }
   static v1::ExecRequest Stdin(absl::string_view data) {
     v1::ExecRequest request;
     request.set_stdin(std::string(data));
@@ -1403,15 +1415,10 @@ TEST_F(GrpcConnectionTest, AfterASendFailsTheServersLastMessageAndStatusAreStill
     raw.Close();
     closed.Set(true);
   });
-  std::unique_ptr<GrpcConnection> connection = Connect(path);
-  ASSERT_NE(connection, nullptr);
-  ASSERT_NO_FATAL_FAILURE(StartExecUntilReady(*connection));
-  go.Set(true);
-  ASSERT_THAT(closed.WaitFor(std::chrono::seconds(10)), Optional(true));
-
-  // Queued before the answer is read: the next Wait sends first, to a closed socket. (Less
-  // than the backlog limit: Wait says nothing of the send.)
-  ASSERT_TRUE(connection->Write(Stdin(Bytes(64 << 10))));
+  // Input queued before the answer is read: the next Wait sends first, to a closed socket.
+  // (Less than the backlog limit: Wait says nothing of the send.)
+  std::unique_ptr<GrpcConnection> connection;
+  ASSERT_NO_FATAL_FAILURE(SendAfterTheServerWentOn(path, go, closed, &connection));
   ASSERT_EQ(connection->Wait(), GrpcConnection::Event::kMessage) << connection->Finish();
   v1::ExecResponse response;
   ASSERT_TRUE(connection->Read(response));
@@ -1436,13 +1443,8 @@ TEST_F(GrpcConnectionTest, ASendThatFailedIsNamedWhenTheServerClosesWithoutAStat
     raw.Close();
     closed.Set(true);
   });
-  std::unique_ptr<GrpcConnection> connection = Connect(path);
-  ASSERT_NE(connection, nullptr);
-  ASSERT_NO_FATAL_FAILURE(StartExecUntilReady(*connection));
-  go.Set(true);
-  ASSERT_THAT(closed.WaitFor(std::chrono::seconds(10)), Optional(true));
-
-  ASSERT_TRUE(connection->Write(Stdin(Bytes(64 << 10))));
+  std::unique_ptr<GrpcConnection> connection;
+  ASSERT_NO_FATAL_FAILURE(SendAfterTheServerWentOn(path, go, closed, &connection));
   EXPECT_EQ(connection->Wait(), GrpcConnection::Event::kEnded);
 
   absl::Status status = connection->Finish();
@@ -1469,12 +1471,8 @@ TEST_F(GrpcConnectionTest, AConnectionWhoseSendingFailedIsNotUsable) {
     answered.Set(true);
     finish.WaitFor(std::chrono::seconds(20));  // the connection stays open until then
   });
-  std::unique_ptr<GrpcConnection> connection = Connect(path);
-  ASSERT_NE(connection, nullptr);
-  ASSERT_NO_FATAL_FAILURE(StartExecUntilReady(*connection));
-  go.Set(true);
-  ASSERT_THAT(answered.WaitFor(std::chrono::seconds(10)), Optional(true));
-  ASSERT_TRUE(connection->Write(Stdin(Bytes(64 << 10))));  // its send fails
+  std::unique_ptr<GrpcConnection> connection;  // its next send fails
+  ASSERT_NO_FATAL_FAILURE(SendAfterTheServerWentOn(path, go, answered, &connection));
   EXPECT_EQ(NextResponse(*connection).exited().exit_code(), 0);
   EXPECT_EQ(connection->Wait(), GrpcConnection::Event::kEnded);
   EXPECT_TRUE(connection->Finish().ok()) << connection->Finish();
