@@ -53,12 +53,15 @@ absl::StatusOr<std::vector<sock_filter>> BuildSeccompFilter() {
   // took 0.31-0.34 ms per process with the list, 0.14 ms with the tree. The same rules either
   // way; an older libseccomp without the attribute keeps the list.
   (void)seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2);
-  // Other ABIs of this CPU would reach the same calls under other numbers: filter them too.
-  if (seccomp_arch_native() == SCMP_ARCH_X86_64) {
-    for (uint32_t arch : {SCMP_ARCH_X86, SCMP_ARCH_X32}) {
-      int rc = seccomp_arch_add(ctx.get(), arch);
-      if (rc != 0 && rc != -EEXIST) return Check(rc, "add architecture");
-    }
+  // The CPU's native ABI only: a call through another one (on x86_64, i386's `int 0x80` or an
+  // x32 number) kills the process. Those entry points reach the same calls under other numbers,
+  // a way around filters that forget them; environments run no 32-bit programs (Lima's arm64
+  // VMs cannot run any). One ABI is also half of what the kernel compiles and checks for every
+  // exec'd process: loading the filter took 0.14 ms with the three ABIs, 0.085 ms with one.
+  if (auto s = Check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS),
+                     "kill on a foreign ABI");
+      !s.ok()) {
+    return s;
   }
   const uint32_t eperm = SCMP_ACT_ERRNO(EPERM);
   for (const char* name : kDenied) {

@@ -3,6 +3,7 @@
 // are ones an unprivileged process may normally make: their EPERM comes from the filter, not
 // from missing capabilities.
 
+#include <signal.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
@@ -114,6 +115,34 @@ TEST_F(SeccompTest, TerminalInjectionIsDeniedAlsoWithHighBitsSet) {
   EXPECT_THAT(r.out, HasSubstr("0x5412 1\r\n")) << r.out;
   EXPECT_THAT(r.out, HasSubstr("0x100005412 1\r\n")) << r.out;
 }
+
+#if defined(__x86_64__)
+// The same calls under other numbers: i386's `int 0x80` from a 64-bit process, and x32's
+// numbers (bit 30 set). Only the native ABI is allowed; either of the others kills the process
+// with SIGSYS before the call runs, whether or not the kernel would have served it.
+TEST_F(SeccompTest, CallsThroughAnotherAbiKillTheProcess) {
+  constexpr char kForeignCall[] = R"PY(
+import ctypes, mmap, sys
+if sys.argv[1] == "i386":
+    code = bytes([0xb8, 20, 0, 0, 0, 0xcd, 0x80, 0xc3])  # mov eax, 20 (getpid); int 0x80; ret
+    page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(code)
+    call = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+    print("returned", call(), flush=True)
+else:
+    libc = ctypes.CDLL(None, use_errno=True)
+    print("returned", libc.syscall(0x40000000 | 39), flush=True)  # x32 getpid
+)PY";
+  for (const char* abi : {"i386", "x32"}) {
+    ExecResult r = In({"python3", "-c", kForeignCall, abi});
+    EXPECT_EQ(r.signal, SIGSYS) << abi << ": exit " << r.exit_code << ", " << r.out << r.err;
+    EXPECT_EQ(r.out, "") << abi;
+  }
+  // The native call is untouched.
+  ExecResult native = In({"python3", "-c", "import os; print(os.getpid() > 0)"});
+  EXPECT_EQ(native.out, "True\n") << native.err;
+}
+#endif
 
 }  // namespace
 }  // namespace llima::testing
