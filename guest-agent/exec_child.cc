@@ -153,6 +153,9 @@ void ExecChildMain(const ExecChildPlan* plan_ptr) {
   }
   // The error pipe goes to a fixed descriptor first so that Fail() can always reach it.
   if (dup3(fds[kExecErrorPipe], kErrorFd, O_CLOEXEC) < 0) _exit(126);
+  // Born in the environment's pid namespace: this is the pid its processes see.
+  int32_t self = static_cast<int32_t>(syscall(SYS_getpid));
+  WriteAll(kErrorFd, &self, sizeof(self));
 
   // The signal mask is inherited across execve: undo the fork server's blocked SIGCHLD.
   // (Dispositions are already the defaults: the fork server reset them.)

@@ -25,7 +25,10 @@ enum ExecFd {
   kExecFdCount = 9,
 };
 
-// What the error pipe carries when entering the environment fails before execve.
+// The error pipe carries, first, the child's pid in the environment's pid namespace (an int32_t,
+// from the child itself: the fork server would have to read it from /proc, 57 us of each
+// exec's start). If entering the environment fails before execve, an ExecSetupError follows.
+// The pipe closes at execve (close-on-exec) or when the child exits.
 struct ExecSetupError {
   int error_number;
   char step[240];

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <optional>
 #include <system_error>
@@ -494,13 +495,24 @@ absl::Status ExecSession::Start(const v1::ExecStart& start) {
   err_w.reset();
   error_w.reset();
 
-  // The error pipe closes when execve succeeds (close-on-exec) or the child exits.
+  // The child's pid in the environment, then an ExecSetupError if entering it failed; the pipe
+  // closes when execve succeeds (close-on-exec) or the child exits (exec_child.h).
+  int32_t ns_pid = 0;
   ExecSetupError setup{};
-  ssize_t n;
-  do {
-    n = read(error_r.get(), &setup, sizeof(setup));
-  } while (n < 0 && errno == EINTR);
-  if (n == sizeof(setup)) {
+  char report[sizeof(ns_pid) + sizeof(setup)];
+  size_t got = 0;
+  while (got < sizeof(report)) {
+    ssize_t n = read(error_r.get(), report + got, sizeof(report) - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  if (got >= sizeof(ns_pid)) {
+    memcpy(&ns_pid, report, sizeof(ns_pid));
+    child_.ns_pid = ns_pid;
+  }
+  if (got == sizeof(report)) {
+    memcpy(&setup, report + sizeof(ns_pid), sizeof(setup));
     child_.exit->Wait();
     setup.step[sizeof(setup.step) - 1] = '\0';
     absl::Status failure = PosixError(

@@ -18,9 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "environment_init.h"
 #include "exec_child.h"
@@ -104,28 +102,6 @@ ssize_t ReceiveMessage(int sock, std::vector<char>& buffer, std::vector<UniqueFd
 
 // ---------------------------------------------------------------------------------------------
 // The server process.
-
-// The pid of the process behind `pidfd` in its own (innermost) pid namespace: the last field of
-// NSpid in the pidfd's fdinfo, a few lines the kernel writes much faster than /proc/PID/status.
-pid_t NamespacePid(int pidfd) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
-  UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd) return 0;
-  char buf[1024];
-  ssize_t n = read(fd.get(), buf, sizeof(buf) - 1);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  const char* line = strstr(buf, "NSpid:");
-  if (line == nullptr) return 0;
-  absl::string_view fields(line + strlen("NSpid:"));
-  fields = fields.substr(0, fields.find('\n'));
-  std::vector<absl::string_view> pids =
-      absl::StrSplit(fields, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-  pid_t ns_pid = 0;
-  if (!pids.empty() && absl::SimpleAtoi(pids.back(), &ns_pid)) return ns_pid;
-  return 0;
-}
 
 class Server {
  public:
@@ -276,7 +252,6 @@ class Server {
     internal::ForkServerReply reply;
     reply.set_id(id);
     reply.set_pid(static_cast<int32_t>(pid));
-    reply.set_ns_pid(NamespacePid(pidfd));
     Reply(reply, owned_pidfd.get());
   }
 
