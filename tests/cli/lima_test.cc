@@ -15,6 +15,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -174,6 +175,35 @@ TEST_F(LimaTest, ABadCommandLineIsNamedExitsTwoAndTouchesNothing) {
   Result help = Box("--help");
   EXPECT_EQ(help.code, 0);
   EXPECT_THAT(help.out, HasSubstr("delete-all"));
+}
+
+// The CLI builds only the options of the command a line names (host-cli/main.cc): each command
+// the full help lists must still have its own help, also after the global options, and its
+// options must still parse.
+TEST_F(LimaTest, EveryCommandTheHelpListsHasItsOwnHelp) {
+  Result help = Box("--help");
+  ASSERT_EQ(help.code, 0) << help.out;
+  size_t at = help.out.find("Subcommands:\n");
+  ASSERT_NE(at, std::string::npos) << help.out;
+  std::vector<std::string> commands;
+  for (absl::string_view line : absl::StrSplit(help.out.substr(at), '\n', absl::SkipEmpty())) {
+    if (!absl::StartsWith(line, "  ")) continue;
+    std::vector<std::string> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    commands.push_back(words.front());
+  }
+  EXPECT_EQ(commands.size(), 9u) << help.out;
+  for (const std::string& command : commands) {
+    for (const char* before : {"", "--local ", "--socket /nowhere ", "--socket=/nowhere "}) {
+      Result own = Box(absl::StrCat(before, command, " --help"));
+      EXPECT_EQ(own.code, 0) << before << command << ": " << own.out;
+      EXPECT_THAT(own.out, HasSubstr(absl::StrCat(" ", command, " [OPTIONS]")))
+          << before << command;
+    }
+  }
+  Result options = Box("--socket /nowhere exec -w /tmp -e A=1 name -- true");
+  EXPECT_EQ(options.code, 1) << options.out;  // parsed; then the agent is not there
+  EXPECT_THAT(options.out, HasSubstr("/nowhere")) << options.out;
+  EXPECT_EQ(Calls(), "");
 }
 
 TEST_F(LimaTest, DeleteAllWithoutATerminalRefusesWithoutForce) {

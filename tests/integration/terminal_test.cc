@@ -115,11 +115,11 @@ TEST_F(TerminalTest, BadTerminalSizesAreRefused) {
 
 TEST_F(TerminalTest, CtrlCStopsTheForegroundCommandAndTheShellSurvives) {
   ExecStream s(agent_->stub(), Start({"bash", "--norc", "-i"}));
-  s.SendStdin("sleep 100\n");
-  for (int i = 0; i < 40 && !HostSees("sleep 100"); ++i) usleep(50000);
-  ASSERT_TRUE(HostSees("sleep 100"));
+  s.SendStdin("sleep 1013\n");
+  for (int i = 0; i < 40 && !HostSees("sleep 1013"); ++i) usleep(50000);
+  ASSERT_TRUE(HostSees("sleep 1013"));
   s.SendStdin("\x03");
-  EXPECT_TRUE(GoneWithin("sleep 100", 3000));
+  EXPECT_TRUE(GoneWithin("sleep 1013", 3000));
   s.SendStdin("echo status-$?\n");
   EXPECT_TRUE(s.WaitFor("status-130")) << s.output();
   s.SendStdin("echo alive-$((6*7))\n");
