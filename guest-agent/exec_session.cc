@@ -246,6 +246,7 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   std::string env_name_;
   bool detached_ = false;
   SpawnedChild child_;
+  pid_t ns_pid_ = 0;  // the child's pid in the environment, as it reported it
   UniqueFd pidfd_;
   UniqueFd terminal_;  // pty master when the process runs on a terminal
   UniqueFd cgroup_;    // the environment's cgroup directory
@@ -317,7 +318,7 @@ void ExecSession::Run() {
   {
     std::lock_guard lock(mu_);
     v1::ExecResponse started;
-    started.mutable_started()->set_pid(child_.ns_pid);
+    started.mutable_started()->set_pid(ns_pid_);
     outbox_.push_back(EncodeExecResponse(started));
   }
   SendNext();
@@ -497,22 +498,22 @@ absl::Status ExecSession::Start(const v1::ExecStart& start) {
 
   // The child's pid in the environment, then an ExecSetupError if entering it failed; the pipe
   // closes when execve succeeds (close-on-exec) or the child exits (exec_child.h).
-  int32_t ns_pid = 0;
-  ExecSetupError setup{};
-  char report[sizeof(ns_pid) + sizeof(setup)];
+  struct {
+    int32_t pid;
+    ExecSetupError setup;
+  } report{};
+  static_assert(sizeof(report) == sizeof(int32_t) + sizeof(ExecSetupError), "as the child writes");
+  auto* into = reinterpret_cast<char*>(&report);
   size_t got = 0;
   while (got < sizeof(report)) {
-    ssize_t n = read(error_r.get(), report + got, sizeof(report) - got);
+    ssize_t n = read(error_r.get(), into + got, sizeof(report) - got);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     got += static_cast<size_t>(n);
   }
-  if (got >= sizeof(ns_pid)) {
-    memcpy(&ns_pid, report, sizeof(ns_pid));
-    child_.ns_pid = ns_pid;
-  }
+  if (got >= sizeof(report.pid)) ns_pid_ = report.pid;
   if (got == sizeof(report)) {
-    memcpy(&setup, report + sizeof(ns_pid), sizeof(setup));
+    ExecSetupError& setup = report.setup;
     child_.exit->Wait();
     setup.step[sizeof(setup.step) - 1] = '\0';
     absl::Status failure = PosixError(
@@ -527,14 +528,14 @@ absl::Status ExecSession::Start(const v1::ExecStart& start) {
   }
   if (detached_) {
     v1::DetachedProcess process;
-    process.set_pid(child_.ns_pid);
+    process.set_pid(ns_pid_);
     *process.mutable_argv() = start.argv();
     *process.mutable_started_at() =
         google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
     environments_.AddDetached(env_name_, std::move(process), UniqueFd(dup(pidfd_.get())));
   }
   LogOperation("exec", env_name_, absl::Now() - started_at_, absl::OkStatus(),
-               absl::StrCat("pid=", child_.ns_pid, " argv0=", start.argv(0),
+               absl::StrCat("pid=", ns_pid_, " argv0=", start.argv(0),
                             detached_ ? " detached" : ""));
   return absl::OkStatus();
 }
@@ -766,7 +767,7 @@ void ExecSession::Finish(const absl::Status& status, std::optional<grpc::ByteBuf
   } else {
     std::optional<int> wait_status = child_.exit ? child_.exit->status() : std::nullopt;
     LogOperation("exit", env_name_, absl::Now() - started_at_, status,
-                 absl::StrCat("pid=", child_.ns_pid, " status=", wait_status.value_or(-1)));
+                 absl::StrCat("pid=", ns_pid_, " status=", wait_status.value_or(-1)));
   }
   ExecReactor* reactor = std::exchange(reactor_, nullptr);
   if (last) {

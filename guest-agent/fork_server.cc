@@ -214,7 +214,6 @@ class Server {
     internal::ForkServerReply reply;
     reply.set_id(id);
     reply.set_pid(static_cast<int32_t>(pid));
-    reply.set_ns_pid(1);
     Reply(reply, owned_pidfd.get());
   }
 
@@ -410,7 +409,7 @@ absl::StatusOr<SpawnedChild> ForkServer::Call(internal::ForkServerRequest& reque
     }
     return absl::InternalError(reply.error());
   }
-  return SpawnedChild{reply.pid(), reply.ns_pid(), std::move(pending->pidfd), pending->exit};
+  return SpawnedChild{reply.pid(), std::move(pending->pidfd), pending->exit};
 }
 
 void ForkServer::ReadLoop() {

@@ -42,8 +42,7 @@ class ExitWatch {
 };
 
 struct SpawnedChild {
-  pid_t pid = 0;     // in the agent's pid namespace
-  pid_t ns_pid = 0;  // in the environment's; 0 from SpawnExec (the child reports it, exec_child.h)
+  pid_t pid = 0;  // in the agent's pid namespace
   // A pidfd made by clone itself (CLONE_PIDFD): signals sent through it cannot reach another
   // process that reused the pid.
   UniqueFd pidfd;
