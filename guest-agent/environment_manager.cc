@@ -220,11 +220,9 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
           "environment ", name, " already exists for ", it->second->record.project_path(),
           "; its name collides with the one for ", path, ". Choose another name for this project"));
     }
-    for (const auto& [other, env] : envs_) {
-      if (env->record.project_path() == path) {
-        return absl::AlreadyExistsError(
-            absl::StrCat("project ", path, " already has environment ", other));
-      }
+    if (auto it = projects_.find(path); it != projects_.end()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("project ", path, " already has environment ", it->second.front()));
     }
   }
 
@@ -570,8 +568,10 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Get(
     return ToProto(*env);
   }
   std::lock_guard lock(mu_);
-  for (const auto& [name, env] : envs_) {
-    if (env->record.project_path() == lookup->project_path) return ToProto(*env);
+  if (auto it = projects_.find(lookup->project_path); it != projects_.end()) {
+    if (auto env = envs_.find(it->second.front()); env != envs_.end()) {
+      return ToProto(*env->second);
+    }
   }
   return absl::NotFoundError(absl::StrCat("no environment for project ", lookup->project_path));
 }
@@ -605,6 +605,7 @@ void EnvironmentManager::InsertLocked(const std::string& name,
     env->mnt_ns_id = {st.st_dev, st.st_ino};
     mount_namespaces_.insert(env->mnt_ns_id);
   }
+  projects_[env->record.project_path()].push_back(name);
   envs_[name] = std::move(env);
 }
 
@@ -612,6 +613,11 @@ void EnvironmentManager::EraseLocked(const std::string& name) {
   auto it = envs_.find(name);
   if (it == envs_.end()) return;
   if (it->second->mnt_ns) mount_namespaces_.erase(it->second->mnt_ns_id);
+  if (auto project = projects_.find(it->second->record.project_path());
+      project != projects_.end()) {
+    std::erase(project->second, name);
+    if (project->second.empty()) projects_.erase(project);
+  }
   envs_.erase(it);
 }
 

@@ -111,12 +111,16 @@ class EnvironmentManager {
   const ResourceDefaults limit_defaults_;
 
   std::mutex operations_mu_;  // serializes create, delete and recovery
-  // Under mu_: adds or replaces envs_[name], and indexes its mount namespace.
+  // Under mu_: adds or replaces envs_[name], and indexes its project and mount namespace.
   void InsertLocked(const std::string& name, std::shared_ptr<LiveEnvironment> env);
   void EraseLocked(const std::string& name);
 
-  mutable std::mutex mu_;     // guards envs_ and mount_namespaces_
+  mutable std::mutex mu_;  // guards envs_, projects_ and mount_namespaces_
   absl::flat_hash_map<std::string, std::shared_ptr<LiveEnvironment>> envs_;
+  // The names of the environments of every project path in envs_ (one, unless records on disk
+  // were edited by hand): a create must not cost a scan of all environments to find that its
+  // project has one.
+  absl::flat_hash_map<std::string, std::vector<std::string>> projects_;
   // The mnt_ns_id of every environment in envs_ that has namespaces: the socket gate asks on
   // every connection whether the peer is inside one, which must not cost a scan of all.
   absl::flat_hash_set<std::pair<dev_t, ino_t>> mount_namespaces_;

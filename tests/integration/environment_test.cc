@@ -574,6 +574,35 @@ TEST_F(EnvironmentTest, GetFindsByNameAndByPath) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+// A project's environment is found by its path until it is deleted; then the project may have a
+// new one, under another name, and only that one is found.
+TEST_F(EnvironmentTest, AProjectsEnvironmentIsFoundByPathUntilDeleted) {
+  std::string project = scratch_->MakeDir("projects/found-by-path", kOwner, kOwnerGroup);
+  auto [made, named] = Create(project, "found-first");
+  ASSERT_TRUE(made.ok()) << made.error_message();
+  v1::GetEnvironmentRequest by_path;
+  by_path.set_project_path(project);
+  v1::Environment env;
+  grpc::ClientContext c1;
+  ASSERT_TRUE(agent_->stub().GetEnvironment(&c1, by_path, &env).ok());
+  EXPECT_EQ(env.name(), "found-first");
+
+  ASSERT_TRUE(Delete("found-first").ok());
+  grpc::ClientContext c2;
+  EXPECT_EQ(agent_->stub().GetEnvironment(&c2, by_path, &env).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  auto [remade, renamed] = Create(project, "found-second");
+  ASSERT_TRUE(remade.ok()) << remade.error_message();
+  grpc::ClientContext c3;
+  ASSERT_TRUE(agent_->stub().GetEnvironment(&c3, by_path, &env).ok());
+  EXPECT_EQ(env.name(), "found-second");
+  auto [again, again_env] = Create(project, "found-third");
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(again.error_message(), HasSubstr("found-second"));
+  EXPECT_TRUE(Delete("found-second").ok());
+}
+
 // ---- delete and restart ----------------------------------------------------------------------
 
 TEST_F(EnvironmentTest, DeleteRemovesEverythingButTheProject) {
