@@ -136,6 +136,20 @@ void MeasureAgent(const RunSize& size, SuiteResults* results) {
       },
       size.stream_bytes);
 
+  RegisterLatency(
+      "RelayStdout", size.streams,
+      [&]() -> absl::StatusOr<double> {
+        auto start = Clock::now();
+        // A pipe of the size the agent gives an exec's stdout.
+        absl::StatusOr<uint64_t> got =
+            RelayCommandOutput({"head", "-c", head_bytes, "/dev/zero"}, 1 << 20);
+        double ms = MillisecondsSince(start);
+        if (!got.ok()) return got.status();
+        if (absl::Status s = CheckBytes("the relay", *got, size.stream_bytes); !s.ok()) return s;
+        return ms;
+      },
+      size.stream_bytes);
+
   LatencyFigures figures = RunLatencyBenchmarks();
   results->create = figures.Get("CreateEnvironment");
   results->exec_true = figures.Get("ExecTrue");
@@ -145,6 +159,7 @@ void MeasureAgent(const RunSize& size, SuiteResults* results) {
   results->nsenter = figures.Get("nsenter");
   results->exec_stream = figures.Get("ExecStdout");
   results->pipe_stream = figures.Get("PipeStdout");
+  results->relay_stream = figures.Get("RelayStdout");
   results->failures.insert(results->failures.end(), figures.failures.begin(),
                            figures.failures.end());
 }

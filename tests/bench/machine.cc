@@ -1,8 +1,10 @@
 #include "machine.h"
 
+#include <dirent.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <sstream>
 #include <vector>
 
@@ -66,6 +68,16 @@ std::string LoadAverage() {
   return fields.empty() ? "?" : fields[0];
 }
 
+int ThreadsOnMachine() {
+  // "0.80 0.85 0.90 2/1195 12345": the fourth field is running/existing scheduling entities.
+  std::vector<std::string> fields = absl::StrSplit(ReadFileOrEmpty("/proc/loadavg"), ' ');
+  if (fields.size() < 4) return -1;
+  std::vector<std::string> counts = absl::StrSplit(fields[3], '/');
+  int threads;
+  if (counts.size() != 2 || !absl::SimpleAtoi(counts[1], &threads)) return -1;
+  return threads;
+}
+
 CpuStealMeter::CpuStealMeter() { ReadCpuTimes(&steal_, &total_); }
 
 double CpuStealMeter::PercentSinceStart() const {
@@ -91,6 +103,50 @@ double CpuSeconds(pid_t pid) {
     return -1;
   }
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+namespace {
+
+// The first field of every /proc/PID/task/*/schedstat (time on the CPU, ns); the children of
+// its threads (/proc/PID/task/*/children) go into `children` unless it is null.
+int64_t ThreadsRunNanoseconds(pid_t pid, std::vector<pid_t>* children) {
+  std::string tasks = absl::StrCat("/proc/", pid, "/task");
+  DIR* dir = opendir(tasks.c_str());
+  if (dir == nullptr) return -1;
+  int64_t total = 0;
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    std::string task = absl::StrCat(tasks, "/", entry->d_name);
+    std::vector<std::string> fields = absl::StrSplit(ReadFileOrEmpty(task + "/schedstat"), ' ');
+    int64_t ns;
+    if (!fields.empty() && absl::SimpleAtoi(fields[0], &ns)) total += ns;
+    if (children == nullptr) continue;
+    for (absl::string_view child :
+         absl::StrSplit(ReadFileOrEmpty(task + "/children"), ' ', absl::SkipWhitespace())) {
+      pid_t child_pid;
+      if (absl::SimpleAtoi(child, &child_pid)) children->push_back(child_pid);
+    }
+  }
+  closedir(dir);
+  return total;
+}
+
+}  // namespace
+
+int64_t FamilyRunNanoseconds(pid_t pid) {
+  std::vector<pid_t> children;
+  int64_t total = ThreadsRunNanoseconds(pid, &children);
+  if (total < 0) return -1;
+  for (pid_t child : children) total += std::max<int64_t>(ThreadsRunNanoseconds(child, nullptr), 0);
+  return total;
+}
+
+int64_t CgroupUsageMicroseconds(const std::string& dir) {
+  for (absl::string_view line : absl::StrSplit(ReadFileOrEmpty(dir + "/cpu.stat"), '\n')) {
+    int64_t us;
+    if (absl::ConsumePrefix(&line, "usage_usec ") && absl::SimpleAtoi(line, &us)) return us;
+  }
+  return -1;
 }
 
 int64_t AvailableMemoryBytes() { return KilobyteField("/proc/meminfo", "MemAvailable"); }

@@ -16,6 +16,9 @@ std::string DescribeMachine();
 // The 1-minute load average, as /proc/loadavg has it ("4.58").
 std::string LoadAverage();
 
+// Threads (of every process) on the machine, from /proc/loadavg; -1 when unknown.
+int ThreadsOnMachine();
+
 // Share of CPU time the hypervisor gave to others (steal) since construction, in percent of all
 // CPU time; 0 on bare metal.
 class CpuStealMeter {
@@ -33,6 +36,16 @@ int64_t ResidentBytes(pid_t pid);
 
 // CPU time (user and system, all threads) a process has used, in seconds; -1 when unknown.
 double CpuSeconds(pid_t pid);
+
+// CPU time the scheduler has given the threads of a process and of its children (those alive
+// now), from /proc/PID/task/*/schedstat, in nanoseconds; -1 when unknown. Time the hypervisor
+// gave to other guests (steal) is not in it on a kernel with paravirtual time accounting, as it
+// is in wall time.
+int64_t FamilyRunNanoseconds(pid_t pid);
+
+// usage_usec of a cgroup v2 directory's cpu.stat: the CPU time of its processes and of those
+// of its descendants, including the ones that have exited; -1 when unknown.
+int64_t CgroupUsageMicroseconds(const std::string& dir);
 
 // MemAvailable of /proc/meminfo in bytes, -1 when it cannot be read.
 int64_t AvailableMemoryBytes();

@@ -109,6 +109,13 @@ std::string FormatResultsTable(const SuiteResults& r) {
                                              Number(r.pipe_reader_cpu_per_gb))
                               : "not measured"),
        Ratio(exec_gbps, pipe_gbps), "≥ 1 GB/s", Met(exec_gbps, 1, /*higher_is_better=*/true)});
+  std::optional<double> relay_gbps = Throughput(r.streamed_bytes, r.relay_stream);
+  rows.push_back(
+      {"〃", "〃",
+       absl::StrCat("the same hops without gRPC (pipe, `dd bs=1M`, Unix socket, this "
+                    "process): ",
+                    relay_gbps ? absl::StrCat(Number(*relay_gbps), " GB/s") : "not measured"),
+       Ratio(exec_gbps, relay_gbps), "—", "—"});
   std::optional<double> growth;
   if (r.create_first && r.create_last && r.create_first->median_ms > 0) {
     growth = r.create_last->median_ms / r.create_first->median_ms;
@@ -126,6 +133,27 @@ std::string FormatResultsTable(const SuiteResults& r) {
            : "not measured",
        absl::StrCat("the first ", r.edge), growth ? absl::StrCat(Number(*growth), "×") : "—",
        "≤ 1.2× the first", Met(growth, 1.2)});
+  std::optional<double> cpu_growth;
+  if (r.create_cpu_first && r.create_cpu_last && r.create_cpu_first->median_ms > 0) {
+    cpu_growth = r.create_cpu_last->median_ms / r.create_cpu_first->median_ms;
+  }
+  rows.push_back({"〃 CPU time they took: agent, fork server, environment (median)",
+                  // What the creates cost, whatever the hypervisor took from the guest meanwhile:
+                  // wall times swing with steal over the seconds between the two ends of the run.
+                  r.create_cpu_first && r.create_cpu_last
+                      ? absl::StrCat(Number(r.create_cpu_last->median_ms), " vs ",
+                                     Number(r.create_cpu_first->median_ms), " ms")
+                      : "not measured",
+                  absl::StrCat("the first ", r.edge),
+                  cpu_growth ? absl::StrCat(Number(*cpu_growth), "×") : "—", "—", "—"});
+  rows.push_back(
+      {"〃 of which the kernel's pivot_root(2), alone in a new mount namespace (median)",
+       r.pivot_at_zero_us && r.pivot_at_n_us
+           ? absl::StrCat(Number(*r.pivot_at_n_us), " vs ", Number(*r.pivot_at_zero_us), " µs")
+           : "not measured",
+       absl::StrCat("with ", r.environments, " environments vs none: ", r.threads_at_n, " vs ",
+                    r.threads_at_zero, " threads on the machine"),
+       Ratio(r.pivot_at_n_us, r.pivot_at_zero_us), "—", "—"});
   rows.push_back({absl::StrCat("ListEnvironments at ", r.environments, " (median / p99)"),
                   MedianP99(r.list_at_n), "—", "—", "≤ 20 ms", Met(Median(r.list_at_n), 20)});
   std::optional<double> rss_mib;

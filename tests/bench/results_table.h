@@ -43,11 +43,23 @@ struct SuiteResults {
   double exec_client_cpu_per_gb = 0;
   double pipe_reader_cpu_per_gb = 0;
   std::optional<Latency> pipe_stream;  // the same through a pipe into this process
+  // The same through the hops of Exec without gRPC: a pipe, a relaying process, a Unix socket.
+  std::optional<Latency> relay_stream;
 
   int environments = 0;  // N of the scale run
   int edge = 0;          // how many of the first and of the last creates are compared
   std::optional<Latency> create_first;
   std::optional<Latency> create_last;
+  // The CPU time those creates took: the agent's threads, its fork server's and the processes of
+  // its environments (steal is not in it, as it is in the wall time above).
+  std::optional<Latency> create_cpu_first;
+  std::optional<Latency> create_cpu_last;
+  // pivot_root(2) alone (median, µs) with no environment and with N, and the threads on the
+  // machine then: the kernel walks all of them in it.
+  std::optional<double> pivot_at_zero_us;
+  std::optional<double> pivot_at_n_us;
+  int threads_at_zero = -1;
+  int threads_at_n = -1;
   std::optional<Latency> list_at_n;
   int64_t rss_at_zero = -1;
   int64_t rss_at_n = -1;

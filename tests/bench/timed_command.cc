@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,9 +36,11 @@ class Child {
     }
   }
 
-  // stdout goes to `stdout_fd`, or /dev/null when it is -1; stderr is kept for the error
-  // unless `own_stderr` leaves it to this process's.
-  absl::Status Spawn(const std::vector<std::string>& argv, int stdout_fd, bool own_stderr = false) {
+  // stdin comes from `stdin_fd`, or /dev/null when it is -1; stdout goes to `stdout_fd`, or
+  // /dev/null when it is -1; stderr is kept for the error unless `own_stderr` leaves it to this
+  // process's.
+  absl::Status Spawn(const std::vector<std::string>& argv, int stdout_fd, bool own_stderr = false,
+                     int stdin_fd = -1) {
     command_ = absl::StrJoin(argv, " ");
     if (!own_stderr) {
       stderr_.reset(memfd_create("stderr", MFD_CLOEXEC));
@@ -45,7 +48,11 @@ class Child {
     }
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (stdin_fd >= 0) {
+      posix_spawn_file_actions_adddup2(&actions, stdin_fd, 0);
+    } else {
+      posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    }
     if (stdout_fd >= 0) {
       posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1);
     } else {
@@ -97,6 +104,20 @@ absl::StatusOr<double> TimeCommand(const std::vector<std::string>& argv) {
 
 namespace {
 
+// Reads `fd` to its end and hands each chunk to `consume`.
+template <typename Consume>
+absl::Status ReadToEnd(int fd, const char* what, Consume consume) {
+  // The buffer cat uses (128 KiB).
+  static char buffer[128 << 10];
+  for (;;) {
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n == 0) return absl::OkStatus();
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return PosixError(errno, what);
+    consume(buffer, static_cast<size_t>(n));
+  }
+}
+
 // Spawns argv with stdout on a pipe and hands each chunk read from it to `consume`.
 template <typename Consume>
 absl::Status ReadCommandOutput(const std::vector<std::string>& argv, bool own_stderr,
@@ -108,15 +129,7 @@ absl::Status ReadCommandOutput(const std::vector<std::string>& argv, bool own_st
   Child child;
   if (absl::Status s = child.Spawn(argv, write_end.get(), own_stderr); !s.ok()) return s;
   write_end.reset();
-  // The buffer cat uses (128 KiB).
-  static char buffer[128 << 10];
-  for (;;) {
-    ssize_t n = read(read_end.get(), buffer, sizeof(buffer));
-    if (n == 0) break;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return PosixError(errno, "read the pipe");
-    consume(buffer, static_cast<size_t>(n));
-  }
+  if (absl::Status s = ReadToEnd(read_end.get(), "read the pipe", consume); !s.ok()) return s;
   return child.Wait();
 }
 
@@ -127,6 +140,42 @@ absl::StatusOr<uint64_t> DrainCommandOutput(const std::vector<std::string>& argv
   absl::Status s =
       ReadCommandOutput(argv, /*own_stderr=*/false, [&](const char*, size_t n) { total += n; });
   if (!s.ok()) return s;
+  return total;
+}
+
+absl::StatusOr<uint64_t> RelayCommandOutput(const std::vector<std::string>& argv, int pipe_size) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return PosixError(errno, "pipe2");
+  UniqueFd pipe_read(pipe_fds[0]);
+  UniqueFd pipe_write(pipe_fds[1]);
+  if (fcntl(pipe_write.get(), F_SETPIPE_SZ, pipe_size) < 0) {
+    return PosixError(errno, "set the pipe's size");
+  }
+  int socket_fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, socket_fds) != 0) {
+    return PosixError(errno, "socketpair");
+  }
+  UniqueFd socket_read(socket_fds[0]);
+  UniqueFd socket_write(socket_fds[1]);
+  Child command;
+  Child relay;
+  if (absl::Status s = command.Spawn(argv, pipe_write.get()); !s.ok()) return s;
+  pipe_write.reset();
+  if (absl::Status s = relay.Spawn({"dd", "bs=1M", "status=none"}, socket_write.get(),
+                                   /*own_stderr=*/false, pipe_read.get());
+      !s.ok()) {
+    return s;
+  }
+  pipe_read.reset();
+  socket_write.reset();
+  uint64_t total = 0;
+  if (absl::Status s = ReadToEnd(socket_read.get(), "read the socket",
+                                 [&](const char*, size_t n) { total += n; });
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = relay.Wait(); !s.ok()) return s;
+  if (absl::Status s = command.Wait(); !s.ok()) return s;
   return total;
 }
 
