@@ -181,9 +181,22 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
     Wake();
   }
   void WriteDone(bool ok) {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     write_in_flight_ = false;
     if (!ok) client_gone_ = true;
+    // A message already queued goes out from here, at once: handing it to the session's thread
+    // first held the connection idle until that thread woke (28 µs median, 150 µs p90, for each
+    // of the 2000-3000 messages of a GiB). The session's thread still wakes, to read more.
+    if (ok && !finishing_ && !outbox_.empty()) {
+      reactor_->outgoing.Swap(&outbox_.front());
+      outbox_.pop_front();
+      write_in_flight_ = true;
+      ++callback_writes_;
+      lock.unlock();
+      reactor_->StartWrite(&reactor_->outgoing);
+      lock.lock();
+      if (--callback_writes_ == 0) no_callback_writes_.notify_all();
+    }
     Wake();
   }
   void Cancelled() {
@@ -241,6 +254,11 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   bool read_in_flight_ = false;
   bool write_in_flight_ = false;
   bool client_gone_ = false;
+  // Set before the call is finished: WriteDone starts no more writes.
+  bool finishing_ = false;
+  // WriteDone calls in StartWrite; the call is finished only when there are none.
+  int callback_writes_ = 0;
+  std::condition_variable no_callback_writes_;
 
   // Owned by the session thread.
   std::string env_name_;
@@ -255,7 +273,7 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   UniqueFd stderr_;
   std::string stdin_pending_;
   bool close_stdin_after_flush_ = false;
-  std::deque<grpc::ByteBuffer> outbox_;
+  std::deque<grpc::ByteBuffer> outbox_;  // guarded by mu_
   absl::Time started_at_;
 };
 
@@ -605,8 +623,8 @@ void ExecSession::RequestNextRead() {
     if (read_in_flight_ || read_closed_ || client_gone_ || !inbox_.empty()) return;
     read_in_flight_ = true;
   }
-  // Reactor calls are made by this thread only, and never under mu_: gRPC may run the
-  // completion callback, which takes mu_, before StartRead returns.
+  // Reactor calls are never made under mu_: gRPC may run the completion callback, which takes
+  // mu_, before StartRead returns. (This thread makes them all but the writes WriteDone starts.)
   reactor_->StartRead(&reactor_->incoming);
 }
 
@@ -769,7 +787,14 @@ void ExecSession::Finish(const absl::Status& status, std::optional<grpc::ByteBuf
     LogOperation("exit", env_name_, absl::Now() - started_at_, status,
                  absl::StrCat("pid=", ns_pid_, " status=", wait_status.value_or(-1)));
   }
-  ExecReactor* reactor = std::exchange(reactor_, nullptr);
+  ExecReactor* reactor;
+  {
+    // No write may start once the call is finished.
+    std::unique_lock lock(mu_);
+    finishing_ = true;
+    no_callback_writes_.wait(lock, [&] { return callback_writes_ == 0; });
+    reactor = std::exchange(reactor_, nullptr);
+  }
   if (last) {
     reactor->outgoing.Swap(&*last);
     reactor->StartWriteAndFinish(&reactor->outgoing, grpc::WriteOptions(), ToGrpcStatus(status));

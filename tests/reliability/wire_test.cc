@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -263,6 +265,28 @@ TEST_F(WireTest, AClientThatNeverReadsStallsOnlyItsOwnCall) {
   EXPECT_EQ(stalled->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(GoneWithin("yes never-read-886", 5000)) << "a vanished client's process ends";
   ExpectBackToBaseline("a client that never reads");
+}
+
+// Clients that vanish while their command floods them with output, at different moments of the
+// flood: each call ends with its process, and the agent keeps serving with nothing left behind.
+// (The agent starts a queued message from the completion of the one before, on gRPC's thread,
+// while the session's own thread may be ending the call.)
+TEST_F(WireTest, ClientsThatVanishInAFloodOfOutputLeaveNothingBehind) {
+  StartAgent();
+  for (int i = 0; i < 40; ++i) {
+    v1::ExecStart start;
+    start.set_environment(env_);
+    start.add_argv("yes");
+    start.add_argv("vanish-flood-523");
+    ExecStream stream(agent_->stub(), start);
+    ASSERT_TRUE(stream.WaitFor("vanish-flood-523\n")) << "round " << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(i % 5));
+    stream.Cancel();
+    EXPECT_EQ(stream.Finish().status.error_code(), grpc::StatusCode::CANCELLED) << "round " << i;
+  }
+  ExpectServing(agent_->stub(), "after clients vanished in a flood of output");
+  EXPECT_TRUE(GoneWithin("yes vanish-flood-523", 5000)) << "their processes end";
+  ExpectBackToBaseline("clients vanishing in a flood of output");
 }
 
 TEST_F(WireTest, ThousandsOfExecStreamsMeetTheExecLimit) {
