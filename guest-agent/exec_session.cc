@@ -185,9 +185,10 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
     write_in_flight_ = false;
     if (!ok) client_gone_ = true;
     // A message already queued goes out from here, at once: handing it to the session's thread
-    // first held the connection idle until that thread woke (28 µs median, 150 µs p90, for each
-    // of the 2000-3000 messages of a GiB). The session's thread still wakes, to read more.
-    if (ok && !finishing_ && !outbox_.empty()) {
+    // first held the connection idle until that thread woke (24-32 µs median, 130-190 µs p90,
+    // for each of the 2300-3000 messages of a GiB). The session's thread still wakes, to read
+    // more.
+    if (ok && !finishing_ && !client_gone_ && !outbox_.empty()) {
       reactor_->outgoing.Swap(&outbox_.front());
       outbox_.pop_front();
       write_in_flight_ = true;
