@@ -267,26 +267,36 @@ TEST_F(WireTest, AClientThatNeverReadsStallsOnlyItsOwnCall) {
   ExpectBackToBaseline("a client that never reads");
 }
 
-// Clients that vanish while their command floods them with output, at different moments of the
-// flood: each call ends with its process, and the agent keeps serving with nothing left behind.
-// (The agent starts a queued message from the completion of the one before, on gRPC's thread,
-// while the session's own thread may be ending the call.)
-TEST_F(WireTest, ClientsThatVanishInAFloodOfOutputLeaveNothingBehind) {
+// Calls that end while their command floods the client with output, at different moments of
+// the flood: the client vanishes, or it keeps reading and sends a request that ends the call.
+// Each call ends with its process, and the agent keeps serving with nothing left behind. (The
+// agent starts a queued message from the completion of the one before, on gRPC's thread, while
+// the session's own thread may be finishing the call: no write may start after that.)
+TEST_F(WireTest, CallsEndedInAFloodOfOutputLeaveNothingBehind) {
   StartAgent();
-  for (int i = 0; i < 40; ++i) {
+  for (int i = 0; i < 60; ++i) {
     v1::ExecStart start;
     start.set_environment(env_);
     start.add_argv("yes");
-    start.add_argv("vanish-flood-523");
+    start.add_argv("ended-flood-523");
     ExecStream stream(agent_->stub(), start);
-    ASSERT_TRUE(stream.WaitFor("vanish-flood-523\n")) << "round " << i;
+    ASSERT_TRUE(stream.WaitFor("ended-flood-523\n")) << "round " << i;
     std::this_thread::sleep_for(std::chrono::milliseconds(i % 5));
-    stream.Cancel();
-    EXPECT_EQ(stream.Finish().status.error_code(), grpc::StatusCode::CANCELLED) << "round " << i;
+    if (i % 2 == 0) {
+      stream.Cancel();
+      EXPECT_EQ(stream.Finish().status.error_code(), grpc::StatusCode::CANCELLED) << "round " << i;
+    } else {
+      v1::ExecRequest again;
+      *again.mutable_start() = start;
+      stream.Send(again);
+      ExecResult ended = stream.Finish();
+      EXPECT_EQ(ended.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "round " << i;
+      EXPECT_THAT(ended.status.error_message(), HasSubstr("start may only be sent once"));
+    }
   }
-  ExpectServing(agent_->stub(), "after clients vanished in a flood of output");
-  EXPECT_TRUE(GoneWithin("yes vanish-flood-523", 5000)) << "their processes end";
-  ExpectBackToBaseline("clients vanishing in a flood of output");
+  ExpectServing(agent_->stub(), "after calls ended in a flood of output");
+  EXPECT_TRUE(GoneWithin("yes ended-flood-523", 5000)) << "their processes end";
+  ExpectBackToBaseline("calls ended in a flood of output");
 }
 
 TEST_F(WireTest, ThousandsOfExecStreamsMeetTheExecLimit) {
