@@ -188,7 +188,7 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
     // first held the connection idle until that thread woke (24-32 µs median, 130-190 µs p90,
     // for each of the 2300-3000 messages of a GiB). The session's thread still wakes, to read
     // more.
-    if (ok && !finishing_ && !client_gone_ && !outbox_.empty()) {
+    if (!finishing_ && !client_gone_ && !outbox_.empty()) {
       reactor_->outgoing.Swap(&outbox_.front());
       outbox_.pop_front();
       write_in_flight_ = true;
@@ -236,6 +236,7 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   absl::StatusOr<UniqueFd> OpenTerminal(const LiveEnvironment& env, const v1::TerminalSize& size);
   absl::Status Resize(const v1::TerminalSize& size);
   // Ends the call with `status`, after `last` if given (written together with the status).
+  // Only on the session's thread, never from a gRPC reaction: it waits for WriteDone.
   void Finish(const absl::Status& status, std::optional<grpc::ByteBuffer> last = std::nullopt);
   // The first request, or why there is none: the stream ended, the start timeout passed or the
   // agent is stopping.
@@ -255,6 +256,8 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   bool read_in_flight_ = false;
   bool write_in_flight_ = false;
   bool client_gone_ = false;
+  // Messages waiting for the one in flight (only the session's thread adds to it).
+  std::deque<grpc::ByteBuffer> outbox_;
   // Set before the call is finished: WriteDone starts no more writes.
   bool finishing_ = false;
   // WriteDone calls in StartWrite; the call is finished only when there are none.
@@ -274,7 +277,6 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   UniqueFd stderr_;
   std::string stdin_pending_;
   bool close_stdin_after_flush_ = false;
-  std::deque<grpc::ByteBuffer> outbox_;  // guarded by mu_
   absl::Time started_at_;
 };
 
@@ -625,7 +627,8 @@ void ExecSession::RequestNextRead() {
     read_in_flight_ = true;
   }
   // Reactor calls are never made under mu_: gRPC may run the completion callback, which takes
-  // mu_, before StartRead returns. (This thread makes them all but the writes WriteDone starts.)
+  // mu_, before StartRead returns. (This thread makes them all but Begin and the writes
+  // WriteDone starts.)
   reactor_->StartRead(&reactor_->incoming);
 }
 
