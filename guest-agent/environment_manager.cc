@@ -253,7 +253,7 @@ absl::StatusOr<v1::Environment> EnvironmentManager::Create(
       StartNamespaces(std::move(record), project->get());
   if (!live.ok()) return live.status();
   absl::Status written = InjectedFault("create:record");
-  if (written.ok()) written = store_.WriteRecord((*live)->record);
+  if (written.ok()) written = store_.CommitStagedRecord(name);
   if (!written.ok()) {
     (void)StopNamespaces(name, (*live)->init_pidfd.get());
     return written;
@@ -313,6 +313,12 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   if (!env->init_pidfd) return absl::InternalError("no pidfd for the environment's init");
   absl::Cleanup kill_init = [&] { (void)StopNamespaces(name, env->init_pidfd.get()); };
   if (auto s = InjectedFault("create:init"); !s.ok()) return s;
+  record.set_init_pid(init->pid);
+  record.set_init_start_time(ProcessStartTime(init->pid));
+  // The record's fsync (about a fifth of a create) runs while init builds the root; the caller
+  // commits it once the environment stands.
+  if (auto s = store_.StageRecord(record); !s.ok()) return s;
+  absl::Cleanup discard_record = [&] { store_.DiscardStagedRecord(name); };
 
   char answer[512];
   pollfd p{ready_read.get(), POLLIN, 0};
@@ -347,14 +353,14 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   absl::StatusOr<UniqueFd> root = OpenRoot(init->pid);
   if (!root.ok()) return root.status();
   env->root_dir = std::move(*root);
-  record.set_init_pid(init->pid);
-  record.set_init_start_time(ProcessStartTime(init->pid));
-  // The namespaces opened above must be the init's, not those of a process that reused its pid.
+  // The namespaces opened above, and the start time read before, must be the init's, not those of
+  // a process that reused its pid: alive now, it has been alive since it was spawned.
   if (!ProcessAlive(env->init_pidfd.get()) || record.init_start_time() == 0) {
     return absl::InternalError("the environment's init exited during setup");
   }
   env->AttachCgroup(std::move(cgroup));
   env->record = std::move(record);
+  std::move(discard_record).Cancel();
   std::move(kill_init).Cancel();
   return env;
 }
@@ -425,7 +431,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::Rebuild(
   absl::StatusOr<std::unique_ptr<LiveEnvironment>> env =
       StartNamespaces(std::move(record), project->get());
   if (!env.ok()) return env.status();
-  if (auto s = store_.WriteRecord((*env)->record); !s.ok()) {
+  if (auto s = store_.CommitStagedRecord((*env)->record.name()); !s.ok()) {
     (void)StopNamespaces((*env)->record.name(), (*env)->init_pidfd.get());
     return s;
   }

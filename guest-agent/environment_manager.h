@@ -90,6 +90,8 @@ class EnvironmentManager {
   void AddDetached(const std::string& environment, v1::DetachedProcess process, UniqueFd pidfd);
 
  private:
+  // Builds the environment's namespaces around a new init and stages its record (with the
+  // init's pid); the caller commits the record with store_.CommitStagedRecord.
   absl::StatusOr<std::unique_ptr<LiveEnvironment>> StartNamespaces(
       internal::EnvironmentRecord record, int project_fd);
   absl::StatusOr<std::unique_ptr<LiveEnvironment>> Adopt(const internal::EnvironmentRecord& record);

@@ -152,27 +152,48 @@ absl::StatusOr<internal::EnvironmentRecord> EnvironmentStore::ReadRecord(
 }
 
 absl::Status EnvironmentStore::WriteRecord(const internal::EnvironmentRecord& record) const {
+  if (auto s = StageRecord(record); !s.ok()) return s;
+  return CommitStagedRecord(record.name());
+}
+
+std::string EnvironmentStore::StagedRecordPath(const std::string& name) const {
+  return RecordPath(name) + ".tmp";
+}
+
+absl::Status EnvironmentStore::StageRecord(const internal::EnvironmentRecord& record) const {
   std::string text;
   if (!google::protobuf::TextFormat::PrintToString(record, &text)) {
     return absl::InternalError("cannot serialize environment record");
   }
-  std::string dir = EnvironmentDir(record.name());
-  std::string path = RecordPath(record.name());
-  std::string temp = path + ".tmp";
-  {
-    UniqueFd fd(open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd) return PosixError(errno, absl::StrCat("create ", temp));
-    if (!WriteAll(fd.get(), text.data(), text.size())) {
-      return PosixError(errno, absl::StrCat("write ", temp));
-    }
-    if (fsync(fd.get()) != 0) return PosixError(errno, absl::StrCat("fsync ", temp));
+  std::string temp = StagedRecordPath(record.name());
+  UniqueFd fd(open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return PosixError(errno, absl::StrCat("create ", temp));
+  absl::Status status;
+  if (!WriteAll(fd.get(), text.data(), text.size())) {
+    status = PosixError(errno, absl::StrCat("write ", temp));
+  } else if (fsync(fd.get()) != 0) {
+    status = PosixError(errno, absl::StrCat("fsync ", temp));
   }
+  if (!status.ok()) unlink(temp.c_str());
+  return status;
+}
+
+absl::Status EnvironmentStore::CommitStagedRecord(const std::string& name) const {
+  std::string temp = StagedRecordPath(name);
+  std::string path = RecordPath(name);
   if (rename(temp.c_str(), path.c_str()) != 0) {
-    return PosixError(errno, absl::StrCat("rename ", temp, " to ", path));
+    absl::Status status = PosixError(errno, absl::StrCat("rename ", temp, " to ", path));
+    unlink(temp.c_str());
+    return status;
   }
+  std::string dir = EnvironmentDir(name);
   UniqueFd dir_fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir_fd || fsync(dir_fd.get()) != 0) return PosixError(errno, absl::StrCat("fsync ", dir));
   return absl::OkStatus();
+}
+
+void EnvironmentStore::DiscardStagedRecord(const std::string& name) const {
+  unlink(StagedRecordPath(name).c_str());
 }
 
 absl::Status EnvironmentStore::RemoveRecord(const std::string& name) const {

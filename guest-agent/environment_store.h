@@ -48,6 +48,14 @@ class EnvironmentStore {
   absl::StatusOr<internal::EnvironmentRecord> ReadRecord(const std::string& name) const;
   // temp file, fsync, rename, fsync of the directory: a crash leaves the old or the new record.
   absl::Status WriteRecord(const internal::EnvironmentRecord& record) const;
+  // WriteRecord in two steps, so that the slow first (the temp file and its fsync) can run while
+  // something else is under way: the record is replaced only by CommitStagedRecord, which renames
+  // the staged file into place (or removes it if that fails). A staged record is not a record:
+  // the old one, or none, stays until the commit.
+  absl::Status StageRecord(const internal::EnvironmentRecord& record) const;
+  absl::Status CommitStagedRecord(const std::string& name) const;
+  // Removes a staged record that will not be committed. Missing is fine.
+  void DiscardStagedRecord(const std::string& name) const;
   absl::Status RemoveRecord(const std::string& name) const;
 
   // Removes the environment's directory and everything in it without following symlinks or
@@ -56,6 +64,7 @@ class EnvironmentStore {
 
  private:
   std::string ViewPath() const;
+  std::string StagedRecordPath(const std::string& name) const;
 
   std::string state_dir_;
   std::string envs_dir_;

@@ -177,6 +177,47 @@ TEST_F(EnvironmentStoreTest, WriteRecordWithoutEnvironmentDirectoryFails) {
   EXPECT_THAT(status.message(), HasSubstr(kName));
 }
 
+TEST_F(EnvironmentStoreTest, AStagedRecordReplacesTheRecordOnlyWhenCommitted) {
+  MakeEnvironmentDirectory();
+  // Before any record: a staged one is not a record yet.
+  ASSERT_TRUE(store_->StageRecord(SampleRecord()).ok());
+  EXPECT_EQ(store_->ReadRecord(kName).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store_->CommitStagedRecord(kName).ok());
+  ASSERT_TRUE(store_->ReadRecord(kName).ok());
+
+  internal::EnvironmentRecord changed = SampleRecord();
+  changed.set_init_pid(4321);
+  ASSERT_TRUE(store_->StageRecord(changed).ok());
+  EXPECT_NE(store_->ReadRecord(kName)->init_pid(), 4321) << "the old record stays until commit";
+  ASSERT_TRUE(store_->CommitStagedRecord(kName).ok());
+  EXPECT_EQ(store_->ReadRecord(kName)->init_pid(), 4321);
+  EXPECT_THAT(ListDirectory(store_->EnvironmentDir(kName)), UnorderedElementsAre("record.textpb"));
+}
+
+TEST_F(EnvironmentStoreTest, ADiscardedStagedRecordLeavesTheOldOne) {
+  MakeEnvironmentDirectory();
+  ASSERT_TRUE(store_->WriteRecord(SampleRecord()).ok());
+  internal::EnvironmentRecord changed = SampleRecord();
+  changed.set_init_pid(4321);
+  ASSERT_TRUE(store_->StageRecord(changed).ok());
+  store_->DiscardStagedRecord(kName);
+  store_->DiscardStagedRecord(kName);  // nothing staged: fine
+  EXPECT_THAT(ListDirectory(store_->EnvironmentDir(kName)), UnorderedElementsAre("record.textpb"));
+  EXPECT_EQ(store_->ReadRecord(kName)->init_pid(), SampleRecord().init_pid());
+
+  // Committing with nothing staged fails, names the file and keeps the record.
+  absl::Status status = store_->CommitStagedRecord(kName);
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(status.message(), HasSubstr(store_->RecordPath(kName) + ".tmp"));
+  EXPECT_EQ(store_->ReadRecord(kName)->init_pid(), SampleRecord().init_pid());
+}
+
+TEST_F(EnvironmentStoreTest, StagingWithoutEnvironmentDirectoryFails) {
+  absl::Status status = store_->StageRecord(SampleRecord());
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(status.message(), HasSubstr(kName));
+}
+
 TEST_F(EnvironmentStoreTest, ReadingAMissingRecordIsNotFound) {
   absl::StatusOr<internal::EnvironmentRecord> read = store_->ReadRecord("absent-0000");
   EXPECT_EQ(read.status().code(), absl::StatusCode::kNotFound) << read.status();
