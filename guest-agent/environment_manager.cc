@@ -302,7 +302,7 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   *spec.mutable_record() = record;
   spec.set_passwd(files.passwd);
   spec.set_group(files.group);
-  spec.set_staging_root(store_.RootPath(name));
+  spec.set_staging_root(store_.StagingPath());
   std::vector<int> fds = {project_tree->get(), home_tree->get(), ready_write.get()};
   if (cgroup) fds.push_back(cgroup.get());
 

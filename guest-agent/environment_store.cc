@@ -61,6 +61,7 @@ absl::Status EnvironmentStore::Initialize() {
   }
   if (chmod(state_dir_.c_str(), 0700) != 0) return PosixError(errno, "chmod " + state_dir_);
   if (auto s = MakeDirectory(envs_dir_, 0700); !s.ok()) return s;
+  if (auto s = MakeDirectory(StagingPath(), 0700); !s.ok()) return s;
 
   // A namespace pin (an nsfs bind mount) may only live on a mount that does not propagate:
   // under systemd / is shared, and binding there fails with EINVAL. Give the state directory a
@@ -101,9 +102,7 @@ std::string EnvironmentStore::PinPath(const std::string& name) const {
 std::string EnvironmentStore::HomePath(const std::string& name) const {
   return absl::StrCat(EnvironmentDir(name), "/home");
 }
-std::string EnvironmentStore::RootPath(const std::string& name) const {
-  return absl::StrCat(EnvironmentDir(name), "/root");
-}
+std::string EnvironmentStore::StagingPath() const { return state_dir_ + "/staging"; }
 
 absl::StatusOr<std::vector<std::string>> EnvironmentStore::ListEnvironmentDirectories() const {
   DIR* dir = opendir(envs_dir_.c_str());
@@ -125,8 +124,6 @@ absl::Status EnvironmentStore::CreateEnvironmentDirectory(const std::string& nam
   std::string home = HomePath(name);
   if (mkdir(home.c_str(), 0700) != 0) return PosixError(errno, absl::StrCat("create ", home));
   if (chown(home.c_str(), uid, gid) != 0) return PosixError(errno, absl::StrCat("chown ", home));
-  std::string root = RootPath(name);
-  if (mkdir(root.c_str(), 0700) != 0) return PosixError(errno, absl::StrCat("create ", root));
   std::string pin = PinPath(name);
   UniqueFd fd(open(pin.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd) return PosixError(errno, absl::StrCat("create ", pin));

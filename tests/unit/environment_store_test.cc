@@ -124,7 +124,7 @@ TEST_F(EnvironmentStoreTest, LaysOutEnvironmentsUnderTheStateDirectory) {
   EXPECT_EQ(store_->RecordPath(kName), state_ + "/envs/" + kName + "/record.textpb");
   EXPECT_EQ(store_->PinPath(kName), state_ + "/envs/" + kName + "/mnt");
   EXPECT_EQ(store_->HomePath(kName), state_ + "/envs/" + kName + "/home");
-  EXPECT_EQ(store_->RootPath(kName), state_ + "/envs/" + kName + "/root");
+  EXPECT_EQ(store_->StagingPath(), state_ + "/staging");
 }
 
 TEST_F(EnvironmentStoreTest, StateDirectoryIsCleaned) {
@@ -262,16 +262,15 @@ TEST_F(EnvironmentStoreTest, ListsEnvironmentDirectoriesWithOrWithoutRecord) {
               UnorderedElementsAre(kName, "half-created-0000"));
 }
 
-TEST_F(EnvironmentStoreTest, CreatesAnEnvironmentDirectoryWithHomePinAndRoot) {
+TEST_F(EnvironmentStoreTest, CreatesAnEnvironmentDirectoryWithHomeAndPin) {
   ASSERT_TRUE(store_->CreateEnvironmentDirectory(kName, getuid(), getgid()).ok());
   struct stat st;
   ASSERT_EQ(stat(store_->HomePath(kName).c_str(), &st), 0);
   EXPECT_TRUE(S_ISDIR(st.st_mode));
   EXPECT_EQ(st.st_uid, getuid());
-  ASSERT_EQ(stat(store_->RootPath(kName).c_str(), &st), 0);
-  EXPECT_TRUE(S_ISDIR(st.st_mode));
   ASSERT_EQ(stat(store_->PinPath(kName).c_str(), &st), 0);
   EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_THAT(ListDirectory(store_->EnvironmentDir(kName)), UnorderedElementsAre("home", "mnt"));
   // Creating it again is an error, not a silent reuse.
   EXPECT_FALSE(store_->CreateEnvironmentDirectory(kName, getuid(), getgid()).ok());
 }
