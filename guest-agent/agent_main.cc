@@ -234,8 +234,18 @@ int Run(int argc, char** argv) {
 
   ConfigureFaultInjection();
 
+  char self[PATH_MAX];
+  ssize_t self_length = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  absl::StatusOr<UniqueFd> init_program =
+      OpenInitProgram(std::string(self, self_length > 0 ? self_length : 0));
+  if (!init_program.ok()) {
+    fprintf(stderr, "llima-agent: %s\n", std::string(init_program.status().message()).c_str());
+    return 1;
+  }
+
   // Before any thread exists: the fork server must be a copy of a single-threaded process.
-  absl::StatusOr<std::unique_ptr<ForkServer>> fork_server = ForkServer::Start();
+  absl::StatusOr<std::unique_ptr<ForkServer>> fork_server =
+      ForkServer::Start(std::move(*init_program));
   if (!fork_server.ok()) {
     fprintf(stderr, "llima-agent: %s\n", fork_server.status().ToString().c_str());
     return 1;

@@ -39,7 +39,7 @@ bool DropAllCapabilities() {
 }  // namespace
 
 void RunEnvironmentInit(const internal::SpawnInit& spec, int project_tree, int home_tree,
-                        int ready_fd) {
+                        int ready_fd, int init_program) {
   // Signals from the agent's terminal or session must not reach the environment.
   setsid();
   SetProcessTitle(absl::StrCat("llima-init ", spec.record().name()));
@@ -73,6 +73,16 @@ void RunEnvironmentInit(const internal::SpawnInit& spec, int project_tree, int h
   sigprocmask(SIG_BLOCK, &all, nullptr);
   WriteAll(ready_fd, "ok", 2);
 
+  // Become llima-init, which holds nothing of the fork server's memory. The signal mask, the
+  // session, the namespaces and the root stay; so do the pid and its start time, which the
+  // agent has recorded. Should that fail (it cannot, short of memory), the same loop runs here.
+  if (init_program >= 0) {
+    std::string name = record.name();
+    char* argv[] = {const_cast<char*>("llima-init"), name.data(), nullptr};
+    char* envp[] = {nullptr};
+    syscall(SYS_execveat, init_program, "", argv, envp, AT_EMPTY_PATH);
+  }
+
   // Keep nothing of the agent's open.
   close_range(0, ~0U, 0);
   int null_fd = open("/dev/null", O_RDWR);
@@ -86,7 +96,7 @@ void RunEnvironmentInit(const internal::SpawnInit& spec, int project_tree, int h
   sigaddset(&chld, SIGCHLD);
   for (;;) {
     siginfo_t info;
-    if (sigwaitinfo(&chld, &info) < 0 && errno != EINTR) pause();
+    sigwaitinfo(&chld, &info);
     while (waitpid(-1, nullptr, WNOHANG) > 0) {
     }
   }

@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "environment_init.h"
 #include "exec_child.h"
@@ -105,7 +107,8 @@ ssize_t ReceiveMessage(int sock, std::vector<char>& buffer, std::vector<UniqueFd
 
 class Server {
  public:
-  explicit Server(int sock) : sock_(sock), buffer_(64 * 1024) {}
+  Server(int sock, int init_program)
+      : sock_(sock), init_program_(init_program), buffer_(64 * 1024) {}
 
   [[noreturn]] void Run() {
     // Children inherit signal dispositions across execve; give them defaults once, here
@@ -120,9 +123,9 @@ class Server {
     UniqueFd sigfd(signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
     own_pid_ns_.reset(open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
     if (!sigfd || !own_pid_ns_) _exit(1);
-    // No process started here may gain a capability at execve: inits never exec, and exec'd
-    // programs run without any. The bounding set is emptied once, here, and every child
-    // inherits it, instead of 41 credential changes in each exec'd child (0.1 ms). This
+    // No process started here may gain a capability at execve: inits become llima-init with
+    // none left, and exec'd programs run without any. The bounding set is emptied once, here, and
+    // every child inherits it, instead of 41 credential changes in each exec'd child (0.1 ms). This
     // process keeps the capabilities it holds; the bounding set only limits what execve grants.
     // Each child still checks the set and drops what is left.
     for (int cap = 0; cap <= 63; ++cap) {
@@ -209,7 +212,7 @@ class Server {
     args.exit_signal = SIGCHLD;
     long pid = Clone3(&args);
     if (pid < 0) return ReplyError(id, errno, "clone the environment's init");
-    if (pid == 0) RunEnvironmentInit(spec, fds[0], fds[1], fds[2]);
+    if (pid == 0) RunEnvironmentInit(spec, fds[0], fds[1], fds[2], init_program_);
     UniqueFd owned_pidfd(pidfd);
     internal::ForkServerReply reply;
     reply.set_id(id);
@@ -268,6 +271,7 @@ class Server {
   }
 
   int sock_;
+  int init_program_;
   std::vector<char> buffer_;
   UniqueFd own_pid_ns_;
   std::vector<sock_filter> seccomp_;
@@ -302,7 +306,33 @@ void ExitWatch::Set(int wait_status) {
   (void)!write(event_fd_.get(), &one, sizeof(one));
 }
 
-absl::StatusOr<std::unique_ptr<ForkServer>> ForkServer::Start() {
+absl::StatusOr<UniqueFd> OpenInitProgram(const std::string& agent_program) {
+  std::string dir = agent_program.substr(0, agent_program.rfind('/') + 1);
+  const std::string candidates[] = {dir + "llima-init", dir + "../libexec/llima-box/llima-init"};
+  for (const std::string& path : candidates) {
+    UniqueFd fd(open(path.c_str(), O_PATH | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT) continue;
+      return PosixError(errno, absl::StrCat("open ", path));
+    }
+    struct stat st;
+    if (fstat(fd.get(), &st) != 0) return PosixError(errno, absl::StrCat("stat ", path));
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 0111) == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(path, " is not an executable file"));
+    }
+    if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, " may be changed by others than root (owner uid ", st.st_uid,
+                       ", mode ", absl::StrFormat("%04o", st.st_mode & 07777),
+                       "); it runs as PID 1 of every environment: chown root and chmod go-w it"));
+    }
+    return fd;
+  }
+  return absl::NotFoundError(absl::StrCat("llima-init, installed with llima-agent, is neither at ",
+                                          candidates[0], " nor at ", candidates[1]));
+}
+
+absl::StatusOr<std::unique_ptr<ForkServer>> ForkServer::Start(UniqueFd init_program) {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
     return PosixError(errno, "create the fork server socket");
@@ -332,9 +362,10 @@ absl::StatusOr<std::unique_ptr<ForkServer>> ForkServer::Start() {
     if (unshare(CLONE_NEWNS) == 0) mount(nullptr, "/", nullptr, MS_SLAVE | MS_REC, nullptr);
     int keep = server_end.release();
     agent_end.reset();
-    Server(keep).Run();
+    Server(keep, init_program.release()).Run();
   }
   server_end.reset();
+  init_program.reset();
   return std::unique_ptr<ForkServer>(new ForkServer(pid, std::move(agent_end)));
 }
 

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
@@ -49,10 +50,17 @@ struct SpawnedChild {
   std::shared_ptr<ExitWatch> exit;
 };
 
+// Opens llima-init, the program every environment's init becomes once its root stands: beside
+// `agent_program` (a build tree, or both in one directory), else in ../libexec/llima-box/ from
+// it (the installed layout). It runs as PID 1 of every environment, so it must be a regular,
+// executable file that only root (or the agent's owner) can change.
+absl::StatusOr<UniqueFd> OpenInitProgram(const std::string& agent_program);
+
 class ForkServer {
  public:
   // Forks the server process. Must be called while the calling process has a single thread.
-  static absl::StatusOr<std::unique_ptr<ForkServer>> Start();
+  // `init_program` (from OpenInitProgram; may be empty) is what the inits become.
+  static absl::StatusOr<std::unique_ptr<ForkServer>> Start(UniqueFd init_program);
   ~ForkServer();
 
   absl::StatusOr<SpawnedChild> SpawnInit(const internal::SpawnInit& request,

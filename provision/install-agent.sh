@@ -9,10 +9,11 @@
 # --tarball FILE  the project's source tarball (written by `llima-box` to
 #                 <instance dir>/agent-src.tar.gz; paths relative to the project root, optionally
 #                 under one top-level directory). Installs the build dependencies with apt (when
-#                 --root is /), builds llima-agent and llima-sandbox with CMake (Release, no tests)
-#                 and installs them. The unit and health check come from the tarball's provision/.
-# --prebuilt DIR  take already built llima-agent and llima-sandbox from DIR instead (no apt, no
-#                 build); the unit and health check come from this script's directory.
+#                 --root is /), builds llima-agent, llima-init and llima-sandbox with CMake
+#                 (Release, no tests) and installs them. The unit and health check come from the
+#                 tarball's provision/.
+# --prebuilt DIR  take already built llima-agent, llima-init and llima-sandbox from DIR instead
+#                 (no apt, no build); the unit and health check come from this script's directory.
 # --user USER     owner of the agent socket: the VM's default user (default: $LIMA_CIDATA_USER).
 # --root DIR      install under DIR instead of / (for tests); implies --no-systemctl.
 # --no-systemctl  do not call systemctl (daemon-reload, enable, restart).
@@ -20,6 +21,7 @@
 #
 # Installs (mode, owner root):
 #   /usr/local/sbin/llima-agent                     0755
+#   /usr/local/libexec/llima-box/llima-init         0755  (every environment's init becomes it)
 #   /usr/local/bin/llima-sandbox                    0755
 #   /usr/local/libexec/llima-box/health-check       0755  (provision/health-check.sh)
 #   /etc/systemd/system/llima-agent.service         0644  (@SOCKET_OWNER@ replaced by USER)
@@ -88,6 +90,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 self="$here/$(basename "${BASH_SOURCE[0]}")"
 
 agent_dst="$R/usr/local/sbin/llima-agent"
+init_dst="$R/usr/local/libexec/llima-box/llima-init"
 sandbox_dst="$R/usr/local/bin/llima-sandbox"
 health_dst="$R/usr/local/libexec/llima-box/health-check"
 unit_dst="$R/etc/systemd/system/llima-agent.service"
@@ -101,19 +104,19 @@ if [ -n "$tarball" ]; then
   key="tarball $(sha "$tarball") user $user"
 else
   [ -d "$prebuilt" ] || die "--prebuilt $prebuilt is not a directory"
-  for f in "$prebuilt/llima-agent" "$prebuilt/llima-sandbox"; do
+  for f in "$prebuilt/llima-agent" "$prebuilt/llima-init" "$prebuilt/llima-sandbox"; do
     [ -f "$f" ] && [ -x "$f" ] || die "no executable $f"
   done
   for f in "$here/llima-agent.service" "$here/health-check.sh"; do
     [ -f "$f" ] || die "missing $f (the provision/ directory must be complete)"
   done
-  key="prebuilt $(sha "$prebuilt/llima-agent") $(sha "$prebuilt/llima-sandbox")"
+  key="prebuilt $(sha "$prebuilt/llima-agent") $(sha "$prebuilt/llima-init") $(sha "$prebuilt/llima-sandbox")"
   key+=" $(sha "$here/llima-agent.service") $(sha "$here/health-check.sh") $(sha "$self") user $user"
 fi
 
 all_installed() {
   local f
-  for f in "$agent_dst" "$sandbox_dst" "$health_dst" "$unit_dst"; do
+  for f in "$agent_dst" "$init_dst" "$sandbox_dst" "$health_dst" "$unit_dst"; do
     [ -f "$f" ] || return 1
   done
 }
@@ -155,12 +158,15 @@ if [ -n "$tarball" ]; then
   fi
 
   cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLIMA_BUILD_TESTS=OFF
-  cmake --build "$work/build" -j"$(nproc)" --target llima-agent llima-sandbox
+  cmake --build "$work/build" -j"$(nproc)" --target llima-agent llima-init llima-sandbox
   agent_bin="$(find "$work/build" -type f -name llima-agent -perm -u+x | head -n1)"
+  init_bin="$(find "$work/build" -type f -name llima-init -perm -u+x | head -n1)"
   sandbox_bin="$(find "$work/build" -type f -name llima-sandbox -perm -u+x | head -n1)"
-  [ -n "$agent_bin" ] && [ -n "$sandbox_bin" ] || die "the build did not produce llima-agent and llima-sandbox"
+  [ -n "$agent_bin" ] && [ -n "$init_bin" ] && [ -n "$sandbox_bin" ] ||
+    die "the build did not produce llima-agent, llima-init and llima-sandbox"
 else
   agent_bin="$prebuilt/llima-agent"
+  init_bin="$prebuilt/llima-init"
   sandbox_bin="$prebuilt/llima-sandbox"
   provision_dir="$here"
 fi
@@ -184,6 +190,8 @@ put() { # MODE SOURCE DESTINATION
   say "installed $to (mode $mode)"
 }
 
+# The init first: an agent started from the new binary looks for it at start.
+put 0755 "$init_bin" "$init_dst"
 put 0755 "$agent_bin" "$agent_dst"
 put 0755 "$sandbox_bin" "$sandbox_dst"
 put 0755 "$provision_dir/health-check.sh" "$health_dst"

@@ -89,6 +89,45 @@ TEST_F(AgentTest, RefusesASocketDirectoryOthersCanWrite) {
   }
 }
 
+std::string InitProgram() {
+  std::string agent = AgentBinary();
+  return agent.substr(0, agent.rfind('/') + 1) + "llima-init";
+}
+
+TEST_F(AgentTest, RefusesToStartWithoutItsInitOrWithOneOthersCouldChange) {
+  // The agent alone in a directory: no llima-init beside it nor in ../libexec/llima-box/.
+  std::string dir = scratch_.MakeDir("alone/sbin");
+  std::string run = absl::StrCat("cd '", dir, "' && cp '", AgentBinary(), "' llima-agent && ",
+                                 "./llima-agent --socket '", dir, "/agent.sock' --state-dir '", dir,
+                                 "/state' 2>&1; echo \"exit $?\"");
+  std::string out = HostOutput(run);
+  EXPECT_THAT(out, HasSubstr("llima-init, installed with llima-agent, is neither at " + dir +
+                             "/llima-init nor at " + dir + "/../libexec/llima-box/llima-init"));
+  EXPECT_THAT(out, HasSubstr("exit 1"));
+  struct stat st;
+  EXPECT_NE(stat((dir + "/state").c_str(), &st), 0) << "the state directory was made: " << out;
+  EXPECT_NE(stat((dir + "/agent.sock").c_str(), &st), 0);
+
+  // In the installed layout, but writable by its group: it would run as PID 1 of every
+  // environment, so it is refused.
+  std::string libexec = scratch_.MakeDir("alone/libexec/llima-box");
+  ASSERT_EQ(
+      HostOutput(absl::StrCat("cp '", InitProgram(), "' '", libexec, "/llima-init' && chmod 0775 '",
+                              libexec, "/llima-init' && echo copied")),
+      "copied\n");
+  out = HostOutput(run);
+  EXPECT_THAT(out, HasSubstr(dir + "/../libexec/llima-box/llima-init may be changed by others "
+                                   "than root (owner uid 0, mode 0775)"));
+  EXPECT_THAT(out, HasSubstr("exit 1"));
+  EXPECT_NE(stat((dir + "/state").c_str(), &st), 0) << out;
+}
+
+TEST_F(AgentTest, TheInitProgramRefusesToRunOutsideAnEnvironment) {
+  std::string out = HostOutput("'" + InitProgram() + "' some-env 2>&1; echo \"exit $?\"");
+  EXPECT_THAT(out, HasSubstr("started by llima-agent only"));
+  EXPECT_THAT(out, HasSubstr("exit 2"));
+}
+
 TEST_F(AgentTest, ServesTheStandardHealthService) {
   agent_->Start();
   auto channel =

@@ -248,6 +248,41 @@ TEST_F(EnvironmentTest, DevHasOnlyTheMinimalNodesAndItsOwnPtys) {
   EXPECT_EQ(In(*env_a_, "head -c 4 /dev/zero | od -An -tx1").out, " 00 00 00 00\n");
 }
 
+TEST_F(EnvironmentTest, TheEnvironmentsInitIsLlimaInitWithNothingOfTheAgentMapped) {
+  std::string pid = Trim(HostOutput("pgrep -f '^llima-init " + *env_a_ + "$'"));
+  ASSERT_FALSE(pid.empty()) << HostOutput("ps -eo pid,args");
+  std::string exe = HostOutput("readlink /proc/" + pid + "/exe");
+  EXPECT_THAT(exe, ::testing::EndsWith("/llima-init\n"));
+  // Cloned from the fork server, it has become llima-init: no page of the agent's program or of
+  // its heap is mapped in it any more.
+  std::string maps = HostOutput("cat /proc/" + pid + "/maps");
+  EXPECT_THAT(maps, HasSubstr("llima-init"));
+  EXPECT_THAT(maps, ::testing::Not(HasSubstr("llima-agent")));
+  std::string status = HostOutput("cat /proc/" + pid + "/status");
+  EXPECT_THAT(status, HasSubstr("CapEff:\t0000000000000000"));
+  EXPECT_THAT(status, HasSubstr("CapBnd:\t0000000000000000"));
+  EXPECT_THAT(status, HasSubstr("NoNewPrivs:\t1"));
+  // Inside, it is PID 1, and what it is stays closed to the environment's user.
+  ExecResult in =
+      In(*env_a_, "tr '\\0' ' ' < /proc/1/cmdline; echo; readlink /proc/1/exe || echo hidden");
+  EXPECT_EQ(in.out, "llima-init " + *env_a_ + " \nhidden\n") << in.err;
+}
+
+TEST_F(EnvironmentTest, OrphansAreReapedByTheEnvironmentsInit) {
+  // The shell exits at once; its child, orphaned, goes to the environment's init and must be
+  // reaped when it ends, not left a zombie.
+  ExecResult started = In(*env_a_, "sleep 0.3 >/dev/null 2>&1 & echo $!");
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  std::string orphan = Trim(started.out);
+  ExecResult parent = In(*env_a_, "awk '{print $4}' /proc/" + orphan + "/stat");
+  EXPECT_EQ(Trim(parent.out), "1") << "the orphan's parent: " << parent.out << parent.err;
+  ExecResult gone = In(*env_a_, "for i in $(seq 50); do [ -e /proc/" + orphan +
+                                    " ] || { echo reaped; exit 0; }; sleep 0.1; done; "
+                                    "cat /proc/" +
+                                    orphan + "/stat");
+  EXPECT_EQ(gone.out, "reaped\n") << "still there after 5 s: " << gone.out;
+}
+
 TEST_F(EnvironmentTest, ProcessCountCountsTheEnvironmentsProcesses) {
   auto count = [&] {
     for (const auto& e : List()) {

@@ -1,14 +1,14 @@
 #!/bin/bash
 # Checks provision/install-agent.sh against a temporary root with prebuilt binaries: the first run
-# installs the agent, the sandbox entry, the health check, the unit and the stamp, owned by root
+# installs the agent, its init, the sandbox entry, the health check, the unit and the stamp, owned by root
 # with modes 0755/0644; a second run prints "up to date" and changes nothing (same listing of
 # modes, owners, sizes, times and hashes); a new socket owner or a missing file installs again;
 # bad input fails without installing anything.
 #
-# usage: test_install_agent.sh PROVISION_DIR LLIMA_AGENT LLIMA_SANDBOX
+# usage: test_install_agent.sh PROVISION_DIR LLIMA_AGENT LLIMA_SANDBOX LLIMA_INIT
 set -uo pipefail
 
-provision="$1" agent="$2" sandbox="$3"
+provision="$1" agent="$2" sandbox="$3" init="$4"
 install="$provision/install-agent.sh"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
@@ -16,7 +16,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/root" "$tmp/bin"
-cp "$agent" "$sandbox" "$tmp/bin/"
+cp "$agent" "$sandbox" "$init" "$tmp/bin/"
 root="$tmp/root"
 
 run() { # LOG ARGS...: runs install-agent.sh, output in LOG; returns its exit status
@@ -46,6 +46,7 @@ if ! run "$tmp/log1" --root "$root" --prebuilt "$tmp/bin" --user lima; then
   cat "$tmp/log1"; fail "first run failed"
 fi
 expect_file /usr/local/sbin/llima-agent 755 "$agent"
+expect_file /usr/local/libexec/llima-box/llima-init 755 "$init"
 expect_file /usr/local/bin/llima-sandbox 755 "$sandbox"
 expect_file /usr/local/libexec/llima-box/health-check 755 "$provision/health-check.sh"
 expect_file /etc/systemd/system/llima-agent.service 644
@@ -55,6 +56,7 @@ grep -q -- '--socket-owner lima' "$root/etc/systemd/system/llima-agent.service" 
 grep -q 'up to date' "$tmp/log1" && fail "first run claims to be up to date"
 grep -q 'installed .*/usr/local/sbin/llima-agent' "$tmp/log1" || fail "first run does not say what it installed"
 unexpected="$(cd "$root" && find . -type f ! -path ./usr/local/sbin/llima-agent ! -path ./usr/local/bin/llima-sandbox \
+  ! -path ./usr/local/libexec/llima-box/llima-init \
   ! -path ./usr/local/libexec/llima-box/health-check ! -path ./etc/systemd/system/llima-agent.service \
   ! -path ./usr/local/lib/llima-box/install.stamp)"
 [ -z "$unexpected" ] || fail "unexpected files installed: $unexpected"
@@ -88,9 +90,13 @@ fi
 expect_file /usr/local/bin/llima-sandbox 755 "$sandbox"
 
 # 5. Bad input fails and installs nothing.
-mkdir -p "$tmp/empty-root" "$tmp/no-bin"
+mkdir -p "$tmp/empty-root" "$tmp/no-bin" "$tmp/no-init"
 run "$tmp/log5" --root "$tmp/empty-root" --prebuilt "$tmp/no-bin" --user lima &&
   fail "missing prebuilt binaries were accepted"
+cp "$agent" "$sandbox" "$tmp/no-init/"
+run "$tmp/log5b" --root "$tmp/empty-root" --prebuilt "$tmp/no-init" --user lima &&
+  fail "prebuilt binaries without llima-init were accepted"
+grep -q "no executable $tmp/no-init/llima-init" "$tmp/log5b" || { cat "$tmp/log5b"; fail "the missing llima-init is not named"; }
 run "$tmp/log6" --root "$tmp/empty-root" --prebuilt "$tmp/bin" --user 'bad/user' &&
   fail "an invalid user name was accepted"
 env -u LIMA_CIDATA_USER bash "$install" --root "$tmp/empty-root" --prebuilt "$tmp/bin" >"$tmp/log7" 2>&1 &&

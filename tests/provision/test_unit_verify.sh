@@ -3,10 +3,10 @@
 # passes `systemd-analyze verify` there (no warnings at all) and has the settings the agent needs.
 # systemd-analyze is required: a missing one is a failure, not a skip.
 #
-# usage: test_unit_verify.sh PROVISION_DIR LLIMA_AGENT LLIMA_SANDBOX
+# usage: test_unit_verify.sh PROVISION_DIR LLIMA_AGENT LLIMA_SANDBOX LLIMA_INIT
 set -uo pipefail
 
-provision="$1" agent="$2" sandbox="$3"
+provision="$1" agent="$2" sandbox="$3" init="$4"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
@@ -30,7 +30,7 @@ if [ -z "$units" ]; then
 fi
 mkdir -p "$tmp/root/usr/lib/systemd" "$tmp/bin"
 cp -a "$units" "$tmp/root/usr/lib/systemd/system"
-cp "$agent" "$sandbox" "$tmp/bin/"
+cp "$agent" "$sandbox" "$init" "$tmp/bin/"
 if ! bash "$provision/install-agent.sh" --root "$tmp/root" --prebuilt "$tmp/bin" --user lima >"$tmp/log" 2>&1; then
   cat "$tmp/log"
   echo "FAIL: install-agent.sh failed"
