@@ -15,6 +15,7 @@
 #include "mount_apply.h"
 #include "mount_plan.h"
 #include "process_title.h"
+#include "reap_forever.h"
 #include "syscalls.h"
 
 namespace llima {
@@ -83,23 +84,7 @@ void RunEnvironmentInit(const internal::SpawnInit& spec, int project_tree, int h
     syscall(SYS_execveat, init_program, "", argv, envp, AT_EMPTY_PATH);
   }
 
-  // Keep nothing of the agent's open.
-  close_range(0, ~0U, 0);
-  int null_fd = open("/dev/null", O_RDWR);
-  if (null_fd == 0) {
-    dup2(0, 1);
-    dup2(0, 2);
-  }
-
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  for (;;) {
-    siginfo_t info;
-    sigwaitinfo(&chld, &info);
-    while (waitpid(-1, nullptr, WNOHANG) > 0) {
-    }
-  }
+  ReapForever();
 }
 
 }  // namespace llima

@@ -9,13 +9,12 @@
 //
 // Only the agent starts it: as PID 1 of a PID namespace, with every signal blocked.
 
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
-#include <string.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
+
+#include "reap_forever.h"
 
 int main(int argc, char** argv) {
   sigset_t all;
@@ -34,21 +33,5 @@ int main(int argc, char** argv) {
   snprintf(name, sizeof(name), "llima-init %s", argv[1]);
   prctl(PR_SET_NAME, name);
 
-  // Keep nothing open that the agent passed down.
-  close_range(0, ~0U, 0);
-  if (open("/dev/null", O_RDWR) == 0) {
-    dup2(0, 1);
-    dup2(0, 2);
-  }
-
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  for (;;) {
-    // Children that ended before this program started are reaped on the first round.
-    while (waitpid(-1, nullptr, WNOHANG) > 0) {
-    }
-    siginfo_t info;
-    sigwaitinfo(&chld, &info);
-  }
+  llima::ReapForever();
 }
