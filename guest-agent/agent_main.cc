@@ -235,9 +235,10 @@ int Run(int argc, char** argv) {
   ConfigureFaultInjection();
 
   char self[PATH_MAX];
-  ssize_t self_length = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  ssize_t self_length = readlink("/proc/self/exe", self, sizeof(self));
+  bool self_known = self_length > 0 && self_length < static_cast<ssize_t>(sizeof(self));
   absl::StatusOr<UniqueFd> init_program =
-      OpenInitProgram(std::string(self, self_length > 0 ? self_length : 0));
+      OpenInitProgram(self_known ? std::string(self, self_length) : std::string());
   if (!init_program.ok()) {
     fprintf(stderr, "llima-agent: %s\n", std::string(init_program.status().message()).c_str());
     return 1;

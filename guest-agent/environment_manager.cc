@@ -1,7 +1,6 @@
 #include "environment_manager.h"
 
 #include <errno.h>
-#include <algorithm>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,14 +9,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
-#include "google/protobuf/util/time_util.h"
 #include "fault_injection.h"
+#include "google/protobuf/util/time_util.h"
 #include "identity.h"
 #include "log.h"
 #include "mount_plan.h"
@@ -30,6 +31,23 @@ namespace llima {
 namespace {
 
 constexpr int kInitReadyTimeoutMs = 10000;
+
+// Appends what `fd` delivers to `out` until its end; false if that takes over `timeout_ms`.
+bool ReadUntilEnd(int fd, int timeout_ms, std::string* out) {
+  absl::Time deadline = absl::Now() + absl::Milliseconds(timeout_ms);
+  char buffer[512];
+  for (;;) {
+    int left = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    pollfd p{fd, POLLIN, 0};
+    int polled = poll(&p, 1, std::max(left, 0));
+    if (polled < 0 && errno == EINTR) continue;
+    if (polled <= 0) return false;
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return true;
+    out->append(buffer, static_cast<size_t>(n));
+  }
+}
 constexpr int kInitExitTimeoutMs = 5000;
 
 // Start time of a process in clock ticks after boot (field 22 of /proc/<pid>/stat), 0 if gone.
@@ -320,6 +338,8 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   if (auto s = store_.StageRecord(record); !s.ok()) return s;
   absl::Cleanup discard_record = [&] { store_.DiscardStagedRecord(name); };
 
+  // Init reports "ok" once the root stands (or, in one write, why it could not build it), then
+  // "up" once it has become llima-init, and closes the pipe.
   char answer[512];
   pollfd p{ready_read.get(), POLLIN, 0};
   int polled = poll(&p, 1, kInitReadyTimeoutMs);
@@ -329,10 +349,11 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
     return absl::InternalError(absl::StrCat("the environment's init exited during setup (",
                                             DescribeWaitStatus(init->exit->Wait()), ")"));
   }
-  if (absl::string_view(answer, static_cast<size_t>(n)) != "ok") {
-    return absl::InternalError(absl::StrCat("set up the environment's root: ",
-                                            absl::string_view(answer, static_cast<size_t>(n))));
+  absl::string_view first(answer, static_cast<size_t>(n));
+  if (!absl::ConsumePrefix(&first, "ok")) {
+    return absl::InternalError(absl::StrCat("set up the environment's root: ", first));
   }
+  std::string after_ready(first);
 
   CrashPoint("create:ready");
   // Pin the mount namespace so it outlives every process in it (and the agent).
@@ -353,6 +374,19 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   absl::StatusOr<UniqueFd> root = OpenRoot(init->pid);
   if (!root.ok()) return root.status();
   env->root_dir = std::move(*root);
+  // Meanwhile init has become llima-init, or said why not (then it reaps in its old form).
+  if (!ReadUntilEnd(ready_read.get(), kInitReadyTimeoutMs, &after_ready)) {
+    return absl::DeadlineExceededError("the environment's init did not become llima-init");
+  }
+  if (after_ready.empty()) {
+    return absl::InternalError(
+        absl::StrCat("the environment's init ended as it became llima-init (",
+                     DescribeWaitStatus(init->exit->Wait()), ")"));
+  }
+  if (after_ready != "up") {
+    LogEvent(absl::StrCat("warning: environment ", name, ": ", after_ready,
+                          "; its init stays a copy of the fork server"));
+  }
   // The namespaces opened above, and the start time read before, must be the init's, not those of
   // a process that reused its pid: alive now, it has been alive since it was spawned.
   if (!ProcessAlive(env->init_pidfd.get()) || record.init_start_time() == 0) {
@@ -447,6 +481,8 @@ void EnvironmentManager::Recover() {
   }
   for (const std::string& name : *names) {
     absl::Time start = absl::Now();
+    // A record staged when the agent stopped was never committed.
+    store_.DiscardStagedRecord(name);
     absl::StatusOr<internal::EnvironmentRecord> record = store_.ReadRecord(name);
     if (absl::IsNotFound(record.status())) {
       absl::Status s = DestroyResources(name, -1);

@@ -3,14 +3,16 @@
 // The agent's state directory:
 //   <state>/                      root-owned 0700, a private mount (pins need that)
 //   <state>/envs/<name>/record.textpb   the environment record, written atomically
+//   <state>/envs/<name>/record.textpb.tmp  a record being written (staged), until renamed
 //   <state>/envs/<name>/mnt             the pinned mount namespace (an nsfs bind mount)
 //   <state>/envs/<name>/home/           the environment user's home
 //   <state>/staging/              empty: each init mounts the tmpfs it builds its root on here,
 //                                 in its own mount namespace only
 //   <state>/view/                 the state directory once more, bound without what is mounted
 //                                 in it: homes are cloned from here (see HomeCloneSource)
-// An environment exists exactly when its record exists: create writes the record last, delete
-// removes it first, and the agent's start removes directories without one.
+// An environment exists exactly when its record exists: create renames the record into place
+// last, delete removes it first, and the agent's start removes directories without one (and
+// staged records left in directories with one).
 
 #include <string>
 #include <vector>

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -14,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -306,25 +308,60 @@ void ExitWatch::Set(int wait_status) {
   (void)!write(event_fd_.get(), &one, sizeof(one));
 }
 
+namespace {
+
+// Refuses `path` (resolved, absolute) unless root owns it and no one else can write it.
+// Directories others can write are accepted with the sticky bit (/tmp): there only an entry's
+// owner can remove or rename it.
+absl::Status CheckOnlyRootCanChange(const std::string& path, const struct stat& st,
+                                    const std::string& what) {
+  bool writable = (st.st_mode & 022) != 0 && !(S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX));
+  if (st.st_uid == 0 && !writable) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      what, " may be changed by others than root (", path, ": owner uid ", st.st_uid, ", mode ",
+      absl::StrFormat("%04o", st.st_mode & 07777),
+      "); llima-init runs as PID 1 of every environment: chown root and chmod go-w it"));
+}
+
+}  // namespace
+
 absl::StatusOr<UniqueFd> OpenInitProgram(const std::string& agent_program) {
+  if (agent_program.empty() || agent_program[0] != '/') {
+    return absl::InternalError("cannot tell where llima-agent is (/proc/self/exe)");
+  }
   std::string dir = agent_program.substr(0, agent_program.rfind('/') + 1);
   const std::string candidates[] = {dir + "llima-init", dir + "../libexec/llima-box/llima-init"};
-  for (const std::string& path : candidates) {
-    UniqueFd fd(open(path.c_str(), O_PATH | O_CLOEXEC));
-    if (!fd) {
+  for (const std::string& candidate : candidates) {
+    char resolved[PATH_MAX];
+    if (realpath(candidate.c_str(), resolved) == nullptr) {
       if (errno == ENOENT) continue;
-      return PosixError(errno, absl::StrCat("open ", path));
+      return PosixError(errno, absl::StrCat("resolve ", candidate));
     }
+    std::string path = resolved;
+    UniqueFd fd(open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return PosixError(errno, absl::StrCat("open ", path));
     struct stat st;
     if (fstat(fd.get(), &st) != 0) return PosixError(errno, absl::StrCat("stat ", path));
-    if (!S_ISREG(st.st_mode) || (st.st_mode & 0111) == 0) {
+    if (!S_ISREG(st.st_mode) || (st.st_mode & S_IXUSR) == 0) {
       return absl::FailedPreconditionError(absl::StrCat(path, " is not an executable file"));
     }
-    if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022) != 0) {
+    if ((st.st_mode & (S_ISUID | S_ISGID)) != 0) {
       return absl::FailedPreconditionError(
-          absl::StrCat(path, " may be changed by others than root (owner uid ", st.st_uid,
-                       ", mode ", absl::StrFormat("%04o", st.st_mode & 07777),
-                       "); it runs as PID 1 of every environment: chown root and chmod go-w it"));
+          absl::StrCat(path, " is set-user-ID or set-group-ID; llima-init must not be"));
+    }
+    if (auto s = CheckOnlyRootCanChange(path, st, candidate); !s.ok()) return s;
+    // So must the directories above it, where whoever can rename an entry can swap it: beside
+    // the agent, its own directory (above that, the agent could be swapped as well); elsewhere,
+    // every one up to /.
+    bool beside = &candidate == &candidates[0];
+    std::string up = path;
+    for (;;) {
+      size_t slash = up.rfind('/');
+      up.resize(slash == 0 ? 1 : slash);
+      struct stat dst;
+      if (stat(up.c_str(), &dst) != 0) return PosixError(errno, absl::StrCat("stat ", up));
+      if (auto s = CheckOnlyRootCanChange(up, dst, candidate); !s.ok()) return s;
+      if (beside || up == "/") break;
     }
     return fd;
   }

@@ -53,7 +53,7 @@ struct SpawnedChild {
 // Opens llima-init, the program every environment's init becomes once its root stands: beside
 // `agent_program` (a build tree, or both in one directory), else in ../libexec/llima-box/ from
 // it (the installed layout). It runs as PID 1 of every environment, so it must be a regular,
-// executable file that only root (or the agent's owner) can change.
+// executable file, not set-ID, that only root can change, in directories only root can change.
 absl::StatusOr<UniqueFd> OpenInitProgram(const std::string& agent_program);
 
 class ForkServer {

@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   char name[16];
   snprintf(name, sizeof(name), "llima-init %s", argv[1]);
   prctl(PR_SET_NAME, name);
+  // The agent waits for this before it counts the environment as created.
+  (void)!write(llima::kInitReportFd, "up", 2);
 
   llima::ReapForever();
 }

@@ -11,6 +11,9 @@
 
 namespace llima {
 
+// Where llima-init finds the agent's pipe, to report "up" on once it runs.
+inline constexpr int kInitReportFd = 3;
+
 // Closes every descriptor (stdin, stdout and stderr become /dev/null) and reaps children until
 // killed. SIGCHLD must be blocked: it is waited for, not handled.
 [[noreturn]] inline void ReapForever() {

@@ -11,6 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 scripts/install-deps.sh
+umask 022 # llima-agent refuses an llima-init others than root could change
 cmake --preset default >/dev/null
 cmake --build --preset default --target llima-agent llima-box
 

@@ -199,7 +199,7 @@ void AgentProcess::Start(const std::vector<std::string>& extra_args,
     int null = open("/dev/null", O_RDWR);
     dup2(null, 0);
     dup2(null, 1);
-    std::string bin = AgentBinary();
+    std::string bin = binary_.empty() ? AgentBinary() : binary_;
     std::vector<std::string> args = {"llima-agent",      "--socket",     socket_path_,
                                      "--state-dir",      state_dir_,     "--cgroup-name",
                                      cgroup_name_};

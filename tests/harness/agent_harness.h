@@ -51,6 +51,9 @@ class AgentProcess {
   void Terminate();
   void Stop();
 
+  // Runs this copy of llima-agent instead of the build's (before Start).
+  void set_binary(const std::string& path) { binary_ = path; }
+
   const std::string& socket_path() const { return socket_path_; }
   const std::string& state_dir() const { return state_dir_; }
   const std::string& cgroup_name() const { return cgroup_name_; }
@@ -67,6 +70,7 @@ class AgentProcess {
   std::string state_dir_;
   std::string log_path_;
   std::string cgroup_name_;
+  std::string binary_;
   pid_t pid_ = -1;
   std::unique_ptr<llima::v1::AgentService::Stub> stub_;
 };

@@ -97,9 +97,10 @@ std::string InitProgram() {
 TEST_F(AgentTest, RefusesToStartWithoutItsInitOrWithOneOthersCouldChange) {
   // The agent alone in a directory: no llima-init beside it nor in ../libexec/llima-box/.
   std::string dir = scratch_.MakeDir("alone/sbin");
-  std::string run = absl::StrCat("cd '", dir, "' && cp '", AgentBinary(), "' llima-agent && ",
-                                 "./llima-agent --socket '", dir, "/agent.sock' --state-dir '", dir,
-                                 "/state' 2>&1; echo \"exit $?\"");
+  std::string run =
+      absl::StrCat("cd '", dir, "' && cp '", AgentBinary(), "' llima-agent && ",
+                   "timeout -s KILL 10 ./llima-agent --socket '", dir, "/agent.sock' --state-dir '",
+                   dir, "/state' 2>&1; echo \"exit $?\"");
   std::string out = HostOutput(run);
   EXPECT_THAT(out, HasSubstr("llima-init, installed with llima-agent, is neither at " + dir +
                              "/llima-init nor at " + dir + "/../libexec/llima-box/llima-init"));
@@ -116,16 +117,65 @@ TEST_F(AgentTest, RefusesToStartWithoutItsInitOrWithOneOthersCouldChange) {
                               libexec, "/llima-init' && echo copied")),
       "copied\n");
   out = HostOutput(run);
-  EXPECT_THAT(out, HasSubstr(dir + "/../libexec/llima-box/llima-init may be changed by others "
-                                   "than root (owner uid 0, mode 0775)"));
+  EXPECT_THAT(out, HasSubstr(dir +
+                             "/../libexec/llima-box/llima-init may be changed by others "
+                             "than root (" +
+                             libexec + "/llima-init: owner uid 0, mode 0775)"));
   EXPECT_THAT(out, HasSubstr("exit 1"));
   EXPECT_NE(stat((dir + "/state").c_str(), &st), 0) << out;
 }
 
 TEST_F(AgentTest, TheInitProgramRefusesToRunOutsideAnEnvironment) {
-  std::string out = HostOutput("'" + InitProgram() + "' some-env 2>&1; echo \"exit $?\"");
+  std::string out =
+      HostOutput("timeout -s KILL 10 '" + InitProgram() + "' some-env 2>&1; echo \"exit $?\"");
   EXPECT_THAT(out, HasSubstr("started by llima-agent only"));
   EXPECT_THAT(out, HasSubstr("exit 2"));
+}
+
+// A copy of llima-agent in a directory of the test's own, with `init` beside it as llima-init.
+std::string AgentBesideInit(const ScratchDir& scratch, const std::string& init) {
+  std::string dir = scratch.MakeDir("own-agent");
+  std::string copied =
+      HostOutput(absl::StrCat("cp '", AgentBinary(), "' '", dir, "/llima-agent' && cp '", init,
+                              "' '", dir, "/llima-init' && echo copied"));
+  EXPECT_EQ(copied, "copied\n");
+  return dir;
+}
+
+TEST_F(AgentTest, AnInitThatCannotBecomeLlimaInitStillServesAndTheLogSaysWhy) {
+  std::string dir = AgentBesideInit(scratch_, InitProgram());
+  agent_->set_binary(dir + "/llima-agent");
+  agent_->Start();
+  // Opened at start; no longer executable when an init wants to become it.
+  ASSERT_EQ(chmod((dir + "/llima-init").c_str(), 0644), 0);
+  std::string project = scratch_.MakeDir("projects/fallback", kOwner, kOwner);
+  v1::Environment env;
+  grpc::Status status = Create(project, &env);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(agent_->log(),
+              HasSubstr("warning: environment " + env.name() +
+                        ": exec llima-init: Permission denied; its init stays a copy of the fork "
+                        "server"));
+  ExecResult run =
+      Shell(agent_->stub(), env.name(), "tr '\\0' ' ' < /proc/1/cmdline; echo; echo $$");
+  EXPECT_EQ(run.out, "llima-init " + env.name() + " \n2\n") << run.err;
+}
+
+TEST_F(AgentTest, ACreateWhoseInitEndsAsItBecomesLlimaInitFailsAndLeavesNothing) {
+  // A program that exits at once, in llima-init's place: the environment would have no PID 1.
+  std::string dir = AgentBesideInit(scratch_, "/bin/true");
+  agent_->set_binary(dir + "/llima-agent");
+  agent_->Start();
+  std::string project = scratch_.MakeDir("projects/no-init", kOwner, kOwner);
+  v1::Environment env;
+  grpc::Status status = Create(project, &env);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("the environment's init ended as it became llima-init (exit status 0)"));
+  absl::StatusOr<std::string> name = DeriveEnvironmentName(project);
+  ASSERT_TRUE(name.ok());
+  ExpectNoTraceOf(*name);
+  EXPECT_EQ(HostOutput("ls -A '" + agent_->state_dir() + "/envs'"), "");
 }
 
 TEST_F(AgentTest, ServesTheStandardHealthService) {

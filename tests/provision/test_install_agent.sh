@@ -88,6 +88,11 @@ if ! run "$tmp/log4" --root "$root" --prebuilt "$tmp/bin" --user 1234; then
   cat "$tmp/log4"; fail "run after removing a file failed"
 fi
 expect_file /usr/local/bin/llima-sandbox 755 "$sandbox"
+rm -f "$root/usr/local/libexec/llima-box/llima-init"
+if ! run "$tmp/log4b" --root "$root" --prebuilt "$tmp/bin" --user 1234; then
+  cat "$tmp/log4b"; fail "run after removing llima-init failed"
+fi
+expect_file /usr/local/libexec/llima-box/llima-init 755 "$init"
 
 # 5. Bad input fails and installs nothing.
 mkdir -p "$tmp/empty-root" "$tmp/no-bin" "$tmp/no-init"
