@@ -151,4 +151,18 @@ int64_t CgroupUsageMicroseconds(const std::string& dir) {
 
 int64_t AvailableMemoryBytes() { return KilobyteField("/proc/meminfo", "MemAvailable"); }
 
+int64_t ChildrenMemoryBytes(pid_t pid, int* count) {
+  *count = 0;
+  std::string children = ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/task/", pid, "/children"));
+  int64_t total = 0;
+  for (absl::string_view child : absl::StrSplit(children, ' ', absl::SkipWhitespace())) {
+    int64_t pss = KilobyteField(absl::StrCat("/proc/", child, "/smaps_rollup"), "Pss");
+    int64_t tables = KilobyteField(absl::StrCat("/proc/", child, "/status"), "VmPTE");
+    if (pss < 0 || tables < 0) continue;  // ended meanwhile
+    total += pss + tables;
+    ++*count;
+  }
+  return *count > 0 ? total : -1;
+}
+
 }  // namespace llima::bench

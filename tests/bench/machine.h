@@ -50,4 +50,9 @@ int64_t CgroupUsageMicroseconds(const std::string& dir);
 // MemAvailable of /proc/meminfo in bytes, -1 when it cannot be read.
 int64_t AvailableMemoryBytes();
 
+// What the children of a single-threaded process (the fork server's: the environments' inits)
+// cost in memory: their proportional set sizes and page tables, summed, in bytes; -1 when
+// unknown. `count` receives how many were measured.
+int64_t ChildrenMemoryBytes(pid_t pid, int* count);
+
 }  // namespace llima::bench

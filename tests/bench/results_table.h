@@ -64,6 +64,9 @@ struct SuiteResults {
   int64_t rss_at_zero = -1;
   int64_t rss_at_n = -1;
   int64_t rss_after_delete = -1;
+  // PSS and page tables of the environments' inits at N, summed, and how many were measured.
+  int64_t inits_memory_at_n = -1;
+  int inits_at_n = 0;
   std::optional<double> delete_all_seconds;
 
   // Calls that failed, "what: why".

@@ -187,6 +187,7 @@ void RunScaleScenario(const RunSize& size, SuiteResults* results) {
     results->create_cpu_last = Summarize({create_cpu_ms.end() - edge, create_cpu_ms.end()});
   }
   results->rss_at_n = ResidentBytes(agent.pid());
+  results->inits_memory_at_n = ChildrenMemoryBytes(agent.ForkServerPid(), &results->inits_at_n);
   results->threads_at_n = ThreadsOnMachine();
   results->pivot_at_n_us = PivotRootOrFailure(results);
 
