@@ -31,6 +31,7 @@ namespace llima {
 namespace {
 
 constexpr int kInitReadyTimeoutMs = 10000;
+constexpr int kInitExitTimeoutMs = 5000;
 
 // Appends what `fd` delivers to `out` until its end; false if that takes over `timeout_ms`.
 bool ReadUntilEnd(int fd, int timeout_ms, std::string* out) {
@@ -48,7 +49,6 @@ bool ReadUntilEnd(int fd, int timeout_ms, std::string* out) {
     out->append(buffer, static_cast<size_t>(n));
   }
 }
-constexpr int kInitExitTimeoutMs = 5000;
 
 // Start time of a process in clock ticks after boot (field 22 of /proc/<pid>/stat), 0 if gone.
 uint64_t ProcessStartTime(pid_t pid) {
