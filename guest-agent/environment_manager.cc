@@ -354,13 +354,24 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
     return absl::InternalError(absl::StrCat("set up the environment's root: ", first));
   }
   std::string after_ready(first);
+  // The steps below fail on the init's /proc files once it has ended: then that is the error.
+  // (Its namespaces go before its pidfd tells of its end: give that a moment.)
+  auto or_init_ended = [&](absl::Status step) {
+    pollfd ended{env->init_pidfd.get(), POLLIN, 0};
+    if (step.ok() || poll(&ended, 1, 100) == 0) return step;
+    (void)ReadUntilEnd(ready_read.get(), kInitReadyTimeoutMs, &after_ready);
+    return absl::InternalError(
+        absl::StrCat("the environment's init ended ",
+                     after_ready.empty() ? "as it became llima-init (" : "during setup (",
+                     DescribeWaitStatus(init->exit->Wait()), ")"));
+  };
 
   CrashPoint("create:ready");
   // Pin the mount namespace so it outlives every process in it (and the agent).
   std::string pin = store_.PinPath(name);
   std::string ns_path = absl::StrCat("/proc/", init->pid, "/ns/mnt");
   if (mount(ns_path.c_str(), pin.c_str(), nullptr, MS_BIND, nullptr) != 0) {
-    return PosixError(errno, absl::StrCat("pin the mount namespace at ", pin));
+    return or_init_ended(PosixError(errno, absl::StrCat("pin the mount namespace at ", pin)));
   }
   if (auto s = InjectedFault("create:pin"); !s.ok()) return s;
   env->mnt_ns.reset(open(pin.c_str(), O_RDONLY | O_CLOEXEC));
@@ -368,20 +379,19 @@ absl::StatusOr<std::unique_ptr<LiveEnvironment>> EnvironmentManager::StartNamesp
   for (auto [fd, type] : {std::pair{&env->pid_ns, "pid"}, {&env->ipc_ns, "ipc"},
                           {&env->uts_ns, "uts"}}) {
     absl::StatusOr<UniqueFd> ns = OpenNamespace(init->pid, type);
-    if (!ns.ok()) return ns.status();
+    if (!ns.ok()) return or_init_ended(ns.status());
     *fd = std::move(*ns);
   }
   absl::StatusOr<UniqueFd> root = OpenRoot(init->pid);
-  if (!root.ok()) return root.status();
+  if (!root.ok()) return or_init_ended(root.status());
   env->root_dir = std::move(*root);
   // Meanwhile init has become llima-init, or said why not (then it reaps in its old form).
   if (!ReadUntilEnd(ready_read.get(), kInitReadyTimeoutMs, &after_ready)) {
     return absl::DeadlineExceededError("the environment's init did not become llima-init");
   }
   if (after_ready.empty()) {
-    return absl::InternalError(
-        absl::StrCat("the environment's init ended as it became llima-init (",
-                     DescribeWaitStatus(init->exit->Wait()), ")"));
+    return or_init_ended(
+        absl::InternalError("the environment's init closed its pipe without saying it runs"));
   }
   if (after_ready != "up") {
     LogEvent(absl::StrCat("warning: environment ", name, ": ", after_ready,
