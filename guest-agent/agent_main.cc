@@ -234,11 +234,7 @@ int Run(int argc, char** argv) {
 
   ConfigureFaultInjection();
 
-  char self[PATH_MAX];
-  ssize_t self_length = readlink("/proc/self/exe", self, sizeof(self));
-  bool self_known = self_length > 0 && self_length < static_cast<ssize_t>(sizeof(self));
-  absl::StatusOr<UniqueFd> init_program =
-      OpenInitProgram(self_known ? std::string(self, self_length) : std::string());
+  absl::StatusOr<UniqueFd> init_program = OpenInitProgram();
   if (!init_program.ok()) {
     fprintf(stderr, "llima-agent: %s\n", std::string(init_program.status().message()).c_str());
     return 1;

@@ -78,22 +78,19 @@ void RunEnvironmentInit(const internal::SpawnInit& spec, int project_tree, int h
   // session, the namespaces and the root stay; so do the pid and its start time, which the
   // agent has recorded. llima-init says "up" on descriptor 3, the agent's pipe; if the exec
   // fails, this process says why and reaps in llima-init's place.
-  if (init_program >= 0) {
-    std::string name = record.name();
-    char* argv[] = {const_cast<char*>("llima-init"), name.data(), nullptr};
-    char* envp[] = {nullptr};
-    if (init_program == kInitReportFd) init_program = fcntl(init_program, F_DUPFD_CLOEXEC, 4);
-    if (ready_fd == kInitReportFd) {
-      fcntl(ready_fd, F_SETFD, 0);
-    } else if (dup2(ready_fd, kInitReportFd) == kInitReportFd) {
-      close(ready_fd);
-      ready_fd = kInitReportFd;
-    }
-    syscall(SYS_execveat, init_program, "", argv, envp, AT_EMPTY_PATH);
-    std::string why = absl::StrCat("exec llima-init: ", strerror(errno));
-    WriteAll(ready_fd, why.data(), why.size());
+  std::string name = record.name();
+  char* argv[] = {const_cast<char*>("llima-init"), name.data(), nullptr};
+  char* envp[] = {nullptr};
+  if (init_program == kInitReportFd) init_program = fcntl(init_program, F_DUPFD_CLOEXEC, 4);
+  if (ready_fd == kInitReportFd) {
+    fcntl(ready_fd, F_SETFD, 0);
+  } else if (dup2(ready_fd, kInitReportFd) == kInitReportFd) {
+    close(ready_fd);
+    ready_fd = kInitReportFd;
   }
-
+  syscall(SYS_execveat, init_program, "", argv, envp, AT_EMPTY_PATH);
+  std::string why = absl::StrCat("exec llima-init: ", strerror(errno));
+  WriteAll(ready_fd, why.data(), why.size());
   ReapForever();
 }
 

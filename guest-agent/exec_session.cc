@@ -188,10 +188,7 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
     // first held the connection idle until that thread woke (24-32 µs median, 130-190 µs p90,
     // for each of the 2300-3000 messages of a GiB). The session's thread still wakes, to read
     // more.
-    if (!finishing_ && !client_gone_ && !outbox_.empty()) {
-      reactor_->outgoing.Swap(&outbox_.front());
-      outbox_.pop_front();
-      write_in_flight_ = true;
+    if (TakeNextWriteLocked()) {
       ++callback_writes_;
       lock.unlock();
       reactor_->StartWrite(&reactor_->outgoing);
@@ -219,6 +216,9 @@ class ExecSession : public std::enable_shared_from_this<ExecSession> {
   void ReadOutput(UniqueFd& fd, bool is_stdout);
   void FlushStdin();
   void SendNext();
+  // Under mu_: moves the next queued message into the reactor's buffer and marks it in flight,
+  // if one may be written now (none in flight, the call neither finishing nor gone).
+  bool TakeNextWriteLocked();
   // Issues the next read unless one is pending, the stream is closed or stdin is backed up.
   void RequestNextRead();
   // The processes of the exec's session (besides its leader), found in the cgroup.
@@ -670,13 +670,18 @@ void ExecSession::ReadOutput(UniqueFd& fd, bool is_stdout) {
   SendNext();
 }
 
+bool ExecSession::TakeNextWriteLocked() {
+  if (write_in_flight_ || finishing_ || client_gone_ || outbox_.empty()) return false;
+  reactor_->outgoing.Swap(&outbox_.front());
+  outbox_.pop_front();
+  write_in_flight_ = true;
+  return true;
+}
+
 void ExecSession::SendNext() {
   {
     std::lock_guard lock(mu_);
-    if (write_in_flight_ || outbox_.empty() || client_gone_) return;
-    reactor_->outgoing.Swap(&outbox_.front());
-    outbox_.pop_front();
-    write_in_flight_ = true;
+    if (!TakeNextWriteLocked()) return;
   }
   reactor_->StartWrite(&reactor_->outgoing);
 }

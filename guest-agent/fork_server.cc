@@ -325,10 +325,13 @@ absl::Status CheckOnlyRootCanChange(const std::string& path, const struct stat& 
 
 }  // namespace
 
-absl::StatusOr<UniqueFd> OpenInitProgram(const std::string& agent_program) {
-  if (agent_program.empty() || agent_program[0] != '/') {
+absl::StatusOr<UniqueFd> OpenInitProgram() {
+  char self[PATH_MAX];
+  ssize_t length = readlink("/proc/self/exe", self, sizeof(self));
+  if (length <= 0 || length >= static_cast<ssize_t>(sizeof(self)) || self[0] != '/') {
     return absl::InternalError("cannot tell where llima-agent is (/proc/self/exe)");
   }
+  std::string agent_program(self, static_cast<size_t>(length));
   std::string dir = agent_program.substr(0, agent_program.rfind('/') + 1);
   const std::string candidates[] = {dir + "llima-init", dir + "../libexec/llima-box/llima-init"};
   for (const std::string& candidate : candidates) {

@@ -51,15 +51,15 @@ struct SpawnedChild {
 };
 
 // Opens llima-init, the program every environment's init becomes once its root stands: beside
-// `agent_program` (a build tree, or both in one directory), else in ../libexec/llima-box/ from
-// it (the installed layout). It runs as PID 1 of every environment, so it must be a regular,
+// this program (a build tree, or both in one directory), else in ../libexec/llima-box/ from it
+// (the installed layout). It runs as PID 1 of every environment, so it must be a regular,
 // executable file, not set-ID, that only root can change, in directories only root can change.
-absl::StatusOr<UniqueFd> OpenInitProgram(const std::string& agent_program);
+absl::StatusOr<UniqueFd> OpenInitProgram();
 
 class ForkServer {
  public:
   // Forks the server process. Must be called while the calling process has a single thread.
-  // `init_program` (from OpenInitProgram; may be empty) is what the inits become.
+  // `init_program` (from OpenInitProgram) is what the inits become.
   static absl::StatusOr<std::unique_ptr<ForkServer>> Start(UniqueFd init_program);
   ~ForkServer();
 
