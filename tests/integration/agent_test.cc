@@ -123,6 +123,21 @@ TEST_F(AgentTest, RefusesToStartWithoutItsInitOrWithOneOthersCouldChange) {
                              libexec + "/llima-init: owner uid 0, mode 0775)"));
   EXPECT_THAT(out, HasSubstr("exit 1"));
   EXPECT_NE(stat((dir + "/state").c_str(), &st), 0) << out;
+
+  // Set-user-ID: refused.
+  ASSERT_EQ(chmod((libexec + "/llima-init").c_str(), 04755), 0);
+  out = HostOutput(run);
+  EXPECT_THAT(out, HasSubstr(libexec + "/llima-init is set-user-ID or set-group-ID"));
+  EXPECT_THAT(out, HasSubstr("exit 1"));
+
+  // The file as it should be, in a directory others can write (and so swap it in): refused.
+  ASSERT_EQ(chmod((libexec + "/llima-init").c_str(), 0755), 0);
+  ASSERT_EQ(chmod(libexec.c_str(), 0777), 0);
+  out = HostOutput(run);
+  EXPECT_THAT(out, HasSubstr("may be changed by others than root (" + libexec +
+                             ": owner uid 0, mode 0777)"));
+  EXPECT_THAT(out, HasSubstr("exit 1"));
+  EXPECT_NE(stat((dir + "/state").c_str(), &st), 0) << out;
 }
 
 TEST_F(AgentTest, TheInitProgramRefusesToRunOutsideAnEnvironment) {
