@@ -97,10 +97,10 @@ std::string InitProgram() {
 TEST_F(AgentTest, RefusesToStartWithoutItsInitOrWithOneOthersCouldChange) {
   // The agent alone in a directory: no llima-init beside it nor in ../libexec/llima-box/.
   std::string dir = scratch_.MakeDir("alone/sbin");
-  std::string run =
-      absl::StrCat("cd '", dir, "' && cp '", AgentBinary(), "' llima-agent && ",
-                   "timeout -s KILL 10 ./llima-agent --socket '", dir, "/agent.sock' --state-dir '",
-                   dir, "/state' 2>&1; echo \"exit $?\"");
+  std::string run = absl::StrCat("cd '", dir, "' && cp '", AgentBinary(), "' llima-agent && ",
+                                 "timeout -s KILL 10 ./llima-agent --socket '", dir,
+                                 "/agent.sock' --state-dir '", dir, "/state' --cgroup-name '",
+                                 agent_->cgroup_name(), "-alone' 2>&1; echo \"exit $?\"");
   std::string out = HostOutput(run);
   EXPECT_THAT(out, HasSubstr("llima-init, installed with llima-agent, is neither at " + dir +
                              "/llima-init nor at " + dir + "/../libexec/llima-box/llima-init"));
